@@ -1,0 +1,120 @@
+"""Build an image from layers: one blob per layer, one merged bootstrap.
+
+A layer is a *layer tree* (tree.py) plus the content of its regular files.
+Each layer's blob is written from its own tree, in sorted order, before
+any merging, so the blob depends on that layer alone; then the layers are
+merged and the bootstrap written with one device slot per blob.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+
+from ..errors import InvalidArgument
+from .blobwriter import BlobInfo, BlobWriter, Content
+from .bootstrap import write_bootstrap
+from .ondisk import BLOCK_SIZE_BITS, DeviceSlot
+from .tree import Node, iter_tree, merge_layer
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+MIN_CHUNK_SIZE = 1 << BLOCK_SIZE_BITS
+MAX_CHUNK_SIZE = 1 << 30
+
+Progress = Callable[[int], None]
+
+
+@dataclasses.dataclass
+class Layer:
+    tree: Node
+    contents: Mapping[Node, Content]
+    name: str = ""  # what to call it in messages
+
+    def files(self) -> list[Node]:
+        """Distinct regular files with data, in the order their bytes go into the blob."""
+        seen: set[Node] = set()
+        order = []
+        for _, node in iter_tree(self.tree):
+            if node.is_reg and node.size and node not in seen:
+                seen.add(node)
+                order.append(node)
+        return order
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    bootstrap: bytes
+    blobs: tuple[BlobInfo, ...]
+    chunk_size: int
+    inodes: int
+    file_bytes: int
+    deduplicated_bytes: int
+
+
+def check_chunk_size(chunk_size: int) -> int:
+    if chunk_size < MIN_CHUNK_SIZE or chunk_size > MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
+        raise InvalidArgument(f"chunk size {chunk_size} must be a power of two from "
+                              f"{MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}")
+    return chunk_size
+
+
+def write_layer_blob(layer: Layer, device: int, workdir: str, chunk_size: int,
+                     progress: Progress | None = None) -> tuple[BlobInfo, int]:
+    """Write one layer's blob into ``workdir``; returns it and the bytes deduplicated."""
+    fd, path = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=workdir)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+            writer = BlobWriter(out, chunk_size)
+            for node in layer.files():
+                node.device = device
+                writer.add(node, layer.contents[node])
+                if progress:
+                    progress(node.size)
+            info = writer.finish(path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return info, writer.deduplicated_bytes
+
+
+def build(layers: Sequence[Layer], workdir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+          progress: Progress | None = None) -> BuildResult:
+    """Blobs go to files in ``workdir`` (the caller moves or removes them)."""
+    check_chunk_size(chunk_size)
+    if not layers:
+        raise InvalidArgument("an image needs at least one layer")
+    blobs: list[BlobInfo] = []
+    deduplicated = 0
+    try:
+        for device, layer in enumerate(layers, start=1):
+            info, saved = write_layer_blob(layer, device, workdir, chunk_size, progress)
+            blobs.append(info)
+            deduplicated += saved
+    except BaseException:
+        for info in blobs:
+            os.unlink(info.path)
+        raise
+    merged: Node | None = None
+    for layer in layers:
+        merged = merge_layer(merged, layer.tree)
+    assert merged is not None
+    slots = [DeviceSlot(info.hex.encode(), info.data_size >> BLOCK_SIZE_BITS) for info in blobs]
+    uuid = hashlib.sha256("".join(b.digest for b in blobs).encode()).digest()[:16]
+    try:
+        bootstrap = write_bootstrap(merged, slots, chunk_size, uuid=uuid)
+    except BaseException:
+        for info in blobs:
+            os.unlink(info.path)
+        raise
+    nodes = {node for _, node in iter_tree(merged)}
+    return BuildResult(
+        bootstrap=bootstrap, blobs=tuple(blobs), chunk_size=chunk_size, inodes=len(nodes),
+        file_bytes=sum(n.size for n in nodes if n.is_reg), deduplicated_bytes=deduplicated)
+
+
+def total_file_bytes(layers: Sequence[Layer]) -> int:
+    """What the blob writers will read, for a progress bar."""
+    return sum(node.size for layer in layers for node in layer.files())

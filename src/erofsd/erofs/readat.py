@@ -1,0 +1,113 @@
+"""Positional reads: the only way the reader touches bytes.
+
+``read_at(offset, length)`` returns up to ``length`` bytes and fewer only at
+the end of the object. Nothing shares a seek pointer, so any number of
+threads can read one image at once. Later layers (the blob cache, remote
+sources) implement the same two members.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+
+class ReadAt(Protocol):
+    @property
+    def size(self) -> int: ...
+
+    def read_at(self, offset: int, length: int) -> bytes: ...
+
+
+class BytesReadAt:
+    def __init__(self, data: bytes) -> None:
+        self._data = bytes(data)
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return self._data[offset:offset + length]
+
+
+class FileReadAt:
+    """A local file read with pread(2); the size is fixed when opened."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self._size - offset))
+        parts = []
+        while length > 0:
+            part = os.pread(self._fd, length, offset)
+            if not part:
+                break
+            parts.append(part)
+            offset += len(part)
+            length -= len(part)
+        return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> FileReadAt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BlockCachedReadAt:
+    """Keeps recently used blocks of a small, immutable object (the bootstrap).
+
+    Metadata lookups read many tiny structs from the same few blocks; this
+    turns them into memory reads. Bounded: at most ``capacity`` blocks.
+    """
+
+    def __init__(self, inner: ReadAt, block_size: int = 4096, capacity: int = 1024) -> None:
+        self._inner = inner
+        self._bs = block_size
+        self._capacity = capacity
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    def _block(self, index: int) -> bytes:
+        with self._lock:
+            data = self._blocks.get(index)
+            if data is not None:
+                self._blocks.move_to_end(index)
+                return data
+        data = self._inner.read_at(index * self._bs, self._bs)
+        with self._lock:
+            self._blocks[index] = data
+            if len(self._blocks) > self._capacity:
+                self._blocks.popitem(last=False)
+        return data
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        if length == 0:
+            return b""
+        first, last = offset // self._bs, (offset + length - 1) // self._bs
+        if first == last:
+            start = offset - first * self._bs
+            return self._block(first)[start:start + length]
+        data = b"".join(self._block(i) for i in range(first, last + 1))
+        start = offset - first * self._bs
+        return data[start:start + length]

@@ -1,0 +1,1 @@
+"""OCI images: references, layouts, manifests, registries."""

@@ -1,0 +1,213 @@
+"""erofsd images as OCI images.
+
+The manifest's layers are the bootstrap, then the blobs in device-table
+order. Each blob descriptor carries two annotations: the size of the data
+the kernel addresses, and the sha256 of the chunk table that follows it in
+the blob. The manifest digest thus pins the bootstrap, every blob and, via
+the tables, every chunk. The config is an ordinary OCI image config plus an
+``erofsd`` section with what a reader needs without opening the bootstrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from ..erofs.blobwriter import BlobInfo
+from ..erofs.builder import BuildResult, Layer, Progress, build
+from ..erofs.chunktable import ChunkTable
+from ..erofs.readat import ReadAt
+from ..errors import BadReference, IntegrityError
+from .descriptor import Descriptor, canonical_json, check_digest, sha256_digest
+from .layout import OciLayout
+from .mediatypes import (
+    BLOB_CHUNK_TABLE,
+    BLOB_DATA_SIZE,
+    DOCKER_MANIFEST,
+    EROFSD_BLOB,
+    EROFSD_BOOTSTRAP,
+    OCI_CONFIG,
+    OCI_MANIFEST,
+)
+from .reference import LayoutRef
+
+FORMAT_VERSION = 1
+MAX_BLOBS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobRef:
+    descriptor: Descriptor
+    data_size: int
+    table_digest: str
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+    @property
+    def size(self) -> int:
+        return self.descriptor.size
+
+    @property
+    def table_size(self) -> int:
+        return self.size - self.data_size
+
+
+@dataclasses.dataclass(frozen=True)
+class ErofsdManifest:
+    digest: str
+    config: Descriptor
+    bootstrap: Descriptor
+    blobs: tuple[BlobRef, ...]
+
+    @classmethod
+    def parse(cls, raw: bytes, digest: str) -> ErofsdManifest:
+        try:
+            value = json.loads(raw)
+        except ValueError as e:
+            raise BadReference(f"manifest {digest} is not JSON: {e}") from None
+        if not isinstance(value, dict) or value.get("schemaVersion") != 2:
+            raise BadReference(f"manifest {digest} is not a schema 2 image manifest")
+        media_type = value.get("mediaType", OCI_MANIFEST)
+        if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+            raise BadReference(f"manifest {digest} has media type {media_type!r}")
+        layers = value.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise BadReference(f"manifest {digest} has no layers")
+        descriptors = [Descriptor.from_json(d, f"layer {i}") for i, d in enumerate(layers)]
+        head, rest = descriptors[0], descriptors[1:]
+        if head.media_type != EROFSD_BOOTSTRAP:
+            raise BadReference(f"{digest} is not an erofsd image: its first layer is "
+                               f"{head.media_type!r}, not an erofsd bootstrap (convert it "
+                               "with `erofsd convert`)")
+        if len(rest) > MAX_BLOBS:
+            raise BadReference(f"manifest {digest} has {len(rest)} blobs")
+        blobs = tuple(_blob_ref(d, i) for i, d in enumerate(rest))
+        config = Descriptor.from_json(value.get("config"), "config")
+        return cls(digest, config, head, blobs)
+
+
+def _blob_ref(d: Descriptor, i: int) -> BlobRef:
+    if d.media_type != EROFSD_BLOB:
+        raise BadReference(f"layer {i + 1} has media type {d.media_type!r}, not an erofsd blob")
+    try:
+        data_size = int(d.annotations[BLOB_DATA_SIZE])
+        table = check_digest(d.annotations[BLOB_CHUNK_TABLE])
+    except (KeyError, ValueError):
+        raise BadReference(f"blob {d.digest} lacks valid {BLOB_DATA_SIZE} and "
+                           f"{BLOB_CHUNK_TABLE} annotations") from None
+    if not 0 <= data_size <= d.size or data_size % 4096:
+        raise BadReference(f"blob {d.digest}: data size {data_size} does not fit its size")
+    return BlobRef(d, data_size, table)
+
+
+def load_chunk_table(blob: ReadAt, ref: BlobRef) -> ChunkTable:
+    """Read a blob's chunk table from its tail and check it against the manifest."""
+    raw = blob.read_at(ref.data_size, ref.table_size)
+    if sha256_digest(raw) != ref.table_digest:
+        raise IntegrityError(f"chunk table of blob {ref.digest} does not match its digest")
+    return ChunkTable.unpack(raw, ref.data_size)
+
+
+def host_architecture() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def config_bytes(result: BuildResult, bootstrap: str, *, runtime: dict[str, Any] | None = None,
+                 history: list[dict] | None = None, architecture: str | None = None,
+                 os_name: str = "linux") -> bytes:
+    config: dict[str, Any] = {
+        "architecture": architecture or host_architecture(),
+        "os": os_name,
+        "config": runtime or {},
+        "rootfs": {"type": "layers", "diff_ids": [bootstrap] + [b.digest for b in result.blobs]},
+        "erofsd": {
+            "version": FORMAT_VERSION,
+            "block_size": 4096,
+            "chunk_size": result.chunk_size,
+            "inodes": result.inodes,
+            "file_bytes": result.file_bytes,
+        },
+    }
+    if history:
+        config["history"] = history
+    return canonical_json(config)
+
+
+def blob_descriptor(info: BlobInfo, extra: dict[str, str] | None = None) -> Descriptor:
+    return Descriptor(EROFSD_BLOB, info.digest, info.size,
+                      {BLOB_DATA_SIZE: str(info.data_size), BLOB_CHUNK_TABLE: info.table_digest,
+                       **(extra or {})})
+
+
+def write_result(layout: OciLayout, tag: str, result: BuildResult, *,
+                 blob_annotations: Sequence[dict[str, str]] | None = None,
+                 config: bytes | None = None) -> Descriptor:
+    """Move a build's blobs into the layout, add bootstrap, config and manifest, tag it.
+
+    Tagging comes last, so until then the layout's index is unchanged; on
+    failure the blobs this call placed (nothing referenced them) are removed.
+    """
+    placed: list[str] = []
+
+    def put_file(path: str, digest: str) -> None:
+        if layout.put_file(path, digest):
+            placed.append(digest)
+
+    def put_bytes(data: bytes) -> str:
+        digest = sha256_digest(data)
+        if not layout.has_blob(digest):
+            placed.append(layout.put_bytes(data))
+        return digest
+
+    try:
+        blob_descs = []
+        for i, info in enumerate(result.blobs):
+            put_file(info.path, info.digest)
+            extra = blob_annotations[i] if blob_annotations else None
+            blob_descs.append(blob_descriptor(info, extra))
+        bootstrap = Descriptor(EROFSD_BOOTSTRAP, put_bytes(result.bootstrap),
+                               len(result.bootstrap))
+        config = config or config_bytes(result, bootstrap.digest)
+        config_desc = Descriptor(OCI_CONFIG, put_bytes(config), len(config))
+        manifest = canonical_json({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config_desc.to_json(),
+            "layers": [bootstrap.to_json()] + [d.to_json() for d in blob_descs],
+        })
+        descriptor = Descriptor(OCI_MANIFEST, put_bytes(manifest), len(manifest))
+        layout.set_tag(tag, descriptor)
+        return descriptor
+    except BaseException:
+        for digest in placed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(layout.blob_path(digest))
+        raise
+
+
+def build_to_layout(layers: Sequence[Layer], ref: LayoutRef, *, chunk_size: int,
+                    progress: Progress | None = None) -> Descriptor:
+    """Build and tag an image; on failure the layout is left as it was (or not created)."""
+    created = not os.path.exists(ref.path)
+    layout = OciLayout.create(ref.path)
+    workdir = tempfile.mkdtemp(prefix=".erofsd-build-", dir=layout.temp_dir())
+    try:
+        result = build(layers, workdir, chunk_size=chunk_size, progress=progress)
+        return write_result(layout, ref.tag, result)
+    except BaseException:
+        if created:
+            shutil.rmtree(ref.path, ignore_errors=True)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(workdir)

@@ -1,0 +1,20 @@
+"""Media types and annotation keys erofsd reads and writes."""
+
+OCI_LAYOUT_VERSION = "1.0.0"
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+
+MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEXES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+
+EROFSD_BOOTSTRAP = "application/vnd.erofsd.bootstrap.v1"
+EROFSD_BLOB = "application/vnd.erofsd.blob.v1"
+
+REF_NAME = "org.opencontainers.image.ref.name"
+BLOB_DATA_SIZE = "io.erofsd.blob.data-size"
+BLOB_CHUNK_TABLE = "io.erofsd.blob.chunk-table"

@@ -1,0 +1,35 @@
+"""Terminal views of command results (rich tables)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .sizes import format_size
+
+
+def print_inspect(info: dict) -> None:
+    console = Console(soft_wrap=True)
+    sb, counts = info["superblock"], info["counts"]
+    console.print(f"[bold]image[/]      {info['image']}")
+    if "manifest" in info:
+        console.print(f"[bold]manifest[/]   {info['manifest']}")
+        boot = info["bootstrap"]
+        console.print(f"[bold]bootstrap[/]  {boot['digest']} ({format_size(boot['size'])})")
+    console.print(f"[bold]superblock[/] block size {sb['block_size']}, {sb['blocks']} blocks, "
+                  f"root nid {sb['root_nid']}, {sb['inos']} inodes, "
+                  f"features compat {sb['feature_compat']:#x} "
+                  f"incompat {sb['feature_incompat']:#x}")
+    console.print(f"[bold]tree[/]       {counts['directories']} directories, "
+                  f"{counts['files']} files ({format_size(counts['file_bytes'])}), "
+                  f"{counts['symlinks']} symlinks, {counts['others']} other")
+    if info["devices"]:
+        table = Table(title="blob devices", title_justify="left")
+        for column in ("#", "tag", "blocks", "blob size"):
+            table.add_column(column, justify="right" if column != "tag" else "left")
+        blobs = info.get("blobs") or [{}] * len(info["devices"])
+        for device, blob in zip(info["devices"], blobs):
+            size = format_size(blob["size"]) if "size" in blob else "-"
+            table.add_row(str(device["device"]), device["tag"] or "(empty)",
+                          str(device["blocks"]), size)
+        console.print(table)
