@@ -1,0 +1,1 @@
+"""Data paths: how bytes reach readers (kernel EROFS mounts, fanotify, fscache, FUSE)."""

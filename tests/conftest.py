@@ -1,0 +1,58 @@
+"""Shared fixtures: kernel mounts, image builds, and skips that state their reason."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from erofsd.erofs.builder import Layer
+from erofsd.erofs.dirlayer import read_dir_layer
+from erofsd.oci.image import build_to_layout
+from erofsd.oci.reference import LayoutRef
+from erofsd.paths.kernel_mount import kernel_has_erofs, mount_erofs, umount
+
+
+def _kernel_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "kernel mounts need root"
+    if not kernel_has_erofs():
+        return "the kernel has no EROFS (/proc/filesystems)"
+    return None
+
+
+requires_kernel = pytest.mark.skipif(_kernel_skip_reason() is not None,
+                                     reason=_kernel_skip_reason() or "")
+
+
+def requires_tool(name: str):
+    return pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} is not installed")
+
+
+@contextlib.contextmanager
+def kernel_mounted(bootstrap: str, devices: list[str]) -> Iterator[Path]:
+    target = tempfile.mkdtemp(prefix="erofsd-test-mnt-")
+    mount_erofs(bootstrap, target, devices)
+    try:
+        yield Path(target)
+    finally:
+        umount(target)
+        os.rmdir(target)
+
+
+def build_layers(layer_dirs, out: Path, tag: str = "latest", chunk_size: int = 1 << 20):
+    layers = []
+    for d in layer_dirs:
+        tree, contents = read_dir_layer(d)
+        layers.append(Layer(tree, contents, str(d)))
+    return build_to_layout(layers, LayoutRef(str(out), tag), chunk_size=chunk_size)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("session")
