@@ -20,6 +20,8 @@ from .image import Image
 from .inode import Inode
 
 PIECE = 1 << 20
+BLOCK = 4096
+ZERO_BLOCK = bytes(BLOCK)
 
 
 @dataclasses.dataclass
@@ -87,13 +89,29 @@ def _write_file(image: Image, inode: Inode, target: bytes,
     try:
         for offset in range(0, inode.size, PIECE):
             data = image.read(inode, offset, PIECE)
-            if data.count(0) != len(data):  # leave all-zero pieces as holes
-                os.pwrite(fd, data, offset)
+            _write_sparse(fd, data, offset)
             if progress:
                 progress(len(data))
         os.ftruncate(fd, inode.size)
     finally:
         os.close(fd)
+
+
+def _write_sparse(fd: int, data: bytes, offset: int) -> None:
+    """Write the runs of non-zero blocks; all-zero blocks stay holes."""
+    if data.count(0) == len(data):
+        return
+    view = memoryview(data)
+    start = None
+    for at in range(0, len(data), BLOCK):
+        zero = view[at:at + BLOCK] == ZERO_BLOCK[:len(view[at:at + BLOCK])]
+        if not zero and start is None:
+            start = at
+        elif zero and start is not None:
+            os.pwrite(fd, view[start:at], offset + start)
+            start = None
+    if start is not None:
+        os.pwrite(fd, view[start:], offset + start)
 
 
 def _apply_metadata(image: Image, inode: Inode, target: bytes, owners: bool,

@@ -8,7 +8,9 @@ sources) implement the same two members.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections import OrderedDict
 from typing import Protocol
@@ -39,7 +41,11 @@ class FileReadAt:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        self._size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        if stat.S_ISDIR(st.st_mode):  # opening a directory read-only succeeds; reading fails
+            os.close(self._fd)
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", self.path)
+        self._size = st.st_size
 
     @property
     def size(self) -> int:
