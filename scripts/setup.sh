@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="erofs-utils squashfs-tools"
+PACKAGES="erofs-utils squashfs-tools skopeo"
 
 missing=""
 for p in $PACKAGES; do

@@ -101,7 +101,7 @@ def build(layers: tuple[str, ...], tag: str | None, chunk_size: str, quiet: bool
         descriptor = build_to_layout(trees, ref, chunk_size=size, progress=advance)
     if not quiet:
         click.echo(f"built {ref} ({descriptor.digest}) from {len(sources)} layer(s), "
-                   f"{format_size(total)} of file data in {time.monotonic() - started:.1f}s")
+                   f"{format_size(total)} of file data in {time.monotonic() - started:.2f}s")
 
 
 @cli.command()

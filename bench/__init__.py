@@ -1,0 +1,1 @@
+"""erofsd benchmarks: every figure measured side by side with its peer, in one run."""

@@ -1,0 +1,35 @@
+"""Run the benchmark suite: `python -m bench [--quick] [--json FILE] [--only B1,...]`."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+from . import b1_build
+from .common import print_table, write_json
+
+SUITE = {"B1": b1_build.run}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, 3 runs each")
+    parser.add_argument("--json", metavar="FILE", help="one JSON object per line and figure")
+    parser.add_argument("--only", default="", help="comma-separated figure ids")
+    args = parser.parse_args()
+    wanted = [x.strip() for x in args.only.split(",") if x.strip()] or list(SUITE)
+    figures = []
+    started = time.time()
+    for figure_id in wanted:
+        figures += SUITE[figure_id](args.quick)
+    print(f"\nerofsd benchmarks, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
+          f"{platform.machine()}, {platform.release()}, "
+          f"{'quick' if args.quick else 'full'}, {time.time() - started:.0f}s\n")
+    print_table(figures)
+    if args.json:
+        write_json(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""B1 build: `erofsd build` against `mkfs.erofs --chunksize=1048576 --blobdev`.
+
+Both read the same tree from a warm page cache and write one bootstrap
+plus one blob; throughput is file bytes per second of wall time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .common import (MIB, Figure, Sample, alternate, erofsd_command, large_files_tree, median,
+                     run_timed, stdlib_tree, tree_bytes)
+
+
+def _erofsd(tree: Path, work: Path) -> Sample:
+    out = work / "erofsd"
+    shutil.rmtree(out, ignore_errors=True)
+    return run_timed(erofsd_command("build", str(tree), str(out), "--quiet"))
+
+
+def _mkfs(tree: Path, work: Path) -> Sample:
+    for name in ("boot.img", "blob.img"):
+        (work / name).unlink(missing_ok=True)
+    return run_timed(["mkfs.erofs", "--quiet", "--chunksize=1048576",
+                      f"--blobdev={work / 'blob.img'}", str(work / "boot.img"), str(tree)])
+
+
+def run(quick: bool) -> list[Figure]:
+    runs = 3 if quick else 5
+    sets = [("stdlib", stdlib_tree()),
+            ("large files", large_files_tree(4, (32 if quick else 256) * MIB))]
+    figures = []
+    for name, tree in sets:
+        files, size = tree_bytes(tree)
+        with tempfile.TemporaryDirectory(prefix="erofsd-bench-") as tmp:
+            work = Path(tmp)
+            _erofsd(tree, work), _mkfs(tree, work)  # warm the page cache for both
+            ours, peer = alternate(runs, lambda: _erofsd(tree, work), lambda: _mkfs(tree, work))
+        params = {"data": name, "files": files, "bytes": size, "runs": runs}
+        mib = size / MIB
+        figures.append(Figure("B1", f"build throughput, {name}", "MiB/s",
+                              mib / median(ours), "mkfs.erofs", mib / median(peer), params,
+                              goal=">= 1.0"))
+        figures.append(Figure("B1", f"build CPU time, {name}", "s", median(ours, "cpu"),
+                              "mkfs.erofs", median(peer, "cpu"), params,
+                              higher_is_better=False))
+    return figures
