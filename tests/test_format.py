@@ -161,3 +161,11 @@ def test_chunk_table_rejects_gaps_and_bad_sizes():
         ChunkTable.unpack(good.pack()[:-1])
     with pytest.raises(CorruptImage, match="magic"):
         ChunkTable.unpack(b"X" + good.pack()[1:])
+
+
+@pytest.mark.parametrize("name", [b"", b"x" * 256, b"a/b", b"nul\0", b".", b".."])
+def test_names_erofs_cannot_store_are_refused(name):
+    from erofsd.erofs.tree import check_name
+    from erofsd.errors import NameNotStorable
+    with pytest.raises(NameNotStorable, match="cannot be stored"):
+        check_name(name, "layer/path")
