@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from ..erofs.readat import ReadAt
 from ..errors import BadReference, IntegrityError
 from .descriptor import Descriptor, canonical_json, check_digest, sha256_digest
 from .layout import OciLayout
+from .manifest import host_platform_name
 from .mediatypes import (
     BLOB_CHUNK_TABLE,
     BLOB_DATA_SIZE,
@@ -117,16 +117,11 @@ def load_chunk_table(blob: ReadAt, ref: BlobRef) -> ChunkTable:
     return ChunkTable.unpack(raw, ref.data_size)
 
 
-def host_architecture() -> str:
-    machine = platform.machine().lower()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
-
-
 def config_bytes(result: BuildResult, bootstrap: str, *, runtime: dict[str, Any] | None = None,
                  history: list[dict] | None = None, architecture: str | None = None,
                  os_name: str = "linux") -> bytes:
     config: dict[str, Any] = {
-        "architecture": architecture or host_architecture(),
+        "architecture": architecture or host_platform_name().split("/")[1],
         "os": os_name,
         "config": runtime or {},
         "rootfs": {"type": "layers", "diff_ids": [bootstrap] + [b.digest for b in result.blobs]},

@@ -18,3 +18,4 @@ EROFSD_BLOB = "application/vnd.erofsd.blob.v1"
 REF_NAME = "org.opencontainers.image.ref.name"
 BLOB_DATA_SIZE = "io.erofsd.blob.data-size"
 BLOB_CHUNK_TABLE = "io.erofsd.blob.chunk-table"
+EROFSD_IMAGE_ANNOTATION = "io.erofsd.image"  # on an index entry: this is the erofsd image

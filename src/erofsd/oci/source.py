@@ -1,0 +1,170 @@
+"""Where blob bytes come from, behind one narrow interface.
+
+``BlobSource`` reads a byte range of a blob and reports a blob's size;
+that is all the cache asks of it, and all a fault-injecting test wraps.
+``resolve_image`` turns a reference into a manifest plus the source its
+blobs come from (an OCI layout, a registry, optionally a static mirror).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+from ..errors import NotFound, SourceError
+from .descriptor import verify_bytes
+from .layout import OciLayout
+from .manifest import select_manifest
+from .reference import LayoutRef, parse_reference
+from .registry import RegistryClient
+from .transport import Transport, take_range
+
+
+class BlobSource(Protocol):
+    name: str
+
+    def read_range(self, digest: str, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes from ``offset``, or a SourceError."""
+        ...
+
+    def blob_size(self, digest: str) -> int: ...
+
+
+class LayoutSource:
+    """Blobs of a local OCI layout, read with pread; a few files kept open."""
+
+    def __init__(self, layout: OciLayout, keep_open: int = 64) -> None:
+        self.layout = layout
+        self.name = f"oci:{layout.root}"
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._keep = keep_open
+        self._lock = threading.Lock()
+
+    def _fd(self, digest: str) -> int:
+        with self._lock:
+            fd = self._fds.get(digest)
+            if fd is not None:
+                self._fds.move_to_end(digest)
+                return fd
+            try:
+                fd = os.open(self.layout.blob_path(digest), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise NotFound(f"blob {digest} is missing from {self.layout.root}") from None
+            self._fds[digest] = fd
+            if len(self._fds) > self._keep:
+                os.close(self._fds.popitem(last=False)[1])
+            return fd
+
+    def read_range(self, digest: str, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd(digest), length, offset)
+        if len(data) != length:
+            raise SourceError(f"blob {digest} in {self.layout.root} is shorter than "
+                              f"{offset + length} bytes", errno=errno.EIO)
+        return data
+
+    def blob_size(self, digest: str) -> int:
+        return os.fstat(self._fd(digest)).st_size
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+class RegistrySource:
+    def __init__(self, client: RegistryClient, repository: str) -> None:
+        self.client = client
+        self.repository = repository
+        self.name = f"docker://{client.host}/{repository}"
+
+    def read_range(self, digest: str, offset: int, length: int) -> bytes:
+        return self.client.read_range(self.repository, digest, offset, length)
+
+    def blob_size(self, digest: str) -> int:
+        size = self.client.blob_size(self.repository, digest)
+        if size is None:
+            raise NotFound(f"{self.name} has no blob {digest}")
+        return size
+
+
+class MirrorSource:
+    """A static HTTP(S) mirror serving ``blobs/sha256/<hex>``, before a fallback source.
+
+    Whatever a mirror sends is verified by the cache like any other bytes,
+    so an untrusted mirror can slow reads down but never corrupt them.
+    """
+
+    def __init__(self, base_url: str, transport: Transport, fallback: BlobSource) -> None:
+        self.base = base_url.rstrip("/")
+        self.transport = transport
+        self.fallback = fallback
+        self.name = f"{self.base} (then {fallback.name})"
+
+    def _url(self, digest: str) -> str:
+        return f"{self.base}/blobs/sha256/{digest.split(':', 1)[1]}"
+
+    def read_range(self, digest: str, offset: int, length: int) -> bytes:
+        last = offset + length - 1
+        what = f"mirror {self._url(digest)} bytes {offset}-{last}"
+
+        def attempt() -> bytes:
+            with self.transport.client.stream(
+                    "GET", self._url(digest), headers={"Range": f"bytes={offset}-{last}"}) as r:
+                return take_range(r, offset, length, what)
+
+        try:
+            return self.transport.call(what, attempt)
+        except SourceError:
+            return self.fallback.read_range(digest, offset, length)
+
+    def blob_size(self, digest: str) -> int:
+        return self.fallback.blob_size(digest)
+
+
+@dataclasses.dataclass
+class ResolvedImage:
+    reference: str
+    manifest: bytes
+    digest: str
+    source: BlobSource
+
+    def read_blob(self, digest: str, size: int, what: str) -> bytes:
+        """A whole (small) blob, verified against its digest."""
+        return verify_bytes(self.source.read_range(digest, 0, size), digest, what)
+
+
+def make_transport(insecure: bool = False, **kwargs) -> Transport:
+    return Transport(insecure=insecure, **kwargs)
+
+
+def resolve_image(text: str, *, transport: Transport | None = None, mirror: str | None = None,
+                  platform: str | None = None) -> ResolvedImage:
+    """The manifest a reference names (an index resolved by platform) and its blob source."""
+    ref = parse_reference(text)
+    if isinstance(ref, LayoutRef):
+        layout = OciLayout.open(ref.path)
+        descriptor = layout.resolve(ref.tag)
+        raw = layout.read_blob(descriptor.digest, "manifest")
+        chosen = select_manifest(raw, descriptor.media_type, platform)
+        if chosen is not None:
+            descriptor = chosen
+            raw = layout.read_blob(chosen.digest, "manifest")
+        source: BlobSource = LayoutSource(layout)
+        digest = descriptor.digest
+    else:
+        transport = transport or make_transport()
+        client = RegistryClient(ref.host, transport)
+        raw, media_type, digest = client.get_manifest(ref)
+        chosen = select_manifest(raw, media_type, platform)
+        if chosen is not None:
+            raw, _, digest = client.get_manifest(ref.with_reference(digest=chosen.digest))
+        source = RegistrySource(client, ref.repository)
+    if mirror:
+        source = MirrorSource(mirror, transport or make_transport(), source)
+    return ResolvedImage(str(ref), raw, digest, source)
+
