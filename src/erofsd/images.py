@@ -1,16 +1,23 @@
-"""Open an image named by a user: ``oci:DIR[:TAG]``, or a raw bootstrap plus devices.
+"""Open an image named by a user, for reading.
 
-The raw form is how images from erofs-utils are read. An OCI image's
-bootstrap is verified against its digest before anything parses it.
+- ``oci:DIR[:TAG]``: a local OCI layout, read in place, or through the
+  cache when a state directory, domain or fsid is asked for;
+- ``docker://HOST/REPO:TAG``: a registry, always through the cache, so
+  only the chunks that are read are fetched;
+- a raw bootstrap file plus ``--device`` files: how erofs-utils images are read.
+
+A bootstrap is verified against its digest before anything parses it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
+from .cache.store import BlobCache, default_state_dir
+from .domain import default_fsid, validate_name, volume_of
 from .erofs.chunktable import ChunkTable
 from .erofs.image import Image
 from .erofs.readat import BytesReadAt, FileReadAt, ReadAt
@@ -18,27 +25,48 @@ from .errors import ErofsdError, IntegrityError, InvalidArgument, NotFound
 from .oci.image import ErofsdManifest, load_chunk_table
 from .oci.layout import OciLayout
 from .oci.reference import parse_layout_ref
+from .oci.source import resolve_image
+from .oci.transport import Transport
 
 MAX_BOOTSTRAP = 1 << 32
 
 
 @dataclasses.dataclass
+class ReadOptions:
+    """How to reach an image: through which cache volume, over which transport."""
+
+    state_dir: str | None = None
+    domain_id: str | None = None
+    fsid: str | None = None
+    insecure: bool = False
+    mirror: str | None = None
+    platform: str | None = None
+
+    @property
+    def wants_cache(self) -> bool:
+        return bool(self.state_dir or self.domain_id or self.fsid)
+
+
+@dataclasses.dataclass
 class OpenedImage:
     name: str
-    image: Image
-    blobs: list[ReadAt]
+    image: Image = None  # type: ignore[assignment]  # set once opening succeeds
+    blobs: list[ReadAt] = dataclasses.field(default_factory=list)
     manifest: ErofsdManifest | None = None
-    _files: list[FileReadAt] = dataclasses.field(default_factory=list)
+    volume: str | None = None  # when read through the cache
+    tables: list[ChunkTable] | None = None
+    _cleanup: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
     def chunk_tables(self) -> list[ChunkTable] | None:
         """Each blob's verified chunk table; None for raw images, which have none."""
-        if self.manifest is None:
-            return None
-        return [load_chunk_table(blob, ref) for blob, ref in zip(self.blobs, self.manifest.blobs)]
+        if self.tables is None and self.manifest is not None:
+            self.tables = [load_chunk_table(blob, ref)
+                           for blob, ref in zip(self.blobs, self.manifest.blobs)]
+        return self.tables
 
     def close(self) -> None:
-        for f in self._files:
-            f.close()
+        while self._cleanup:
+            self._cleanup.pop()()
 
     def __enter__(self) -> OpenedImage:
         return self
@@ -47,10 +75,14 @@ class OpenedImage:
         self.close()
 
 
-def open_image(spec: str, devices: Sequence[str] = ()) -> OpenedImage:
-    if spec.startswith("oci:"):
+def open_image(spec: str, devices: Sequence[str] = (),
+               options: ReadOptions | None = None) -> OpenedImage:
+    options = options or ReadOptions()
+    if spec.startswith(("oci:", "docker://")):
         if devices:
             raise InvalidArgument("--device is for raw bootstraps; an OCI image names its blobs")
+        if spec.startswith("docker://") or options.wants_cache:
+            return _open_cached(spec, options)
         return _open_layout(spec)
     return _open_raw(spec, devices)
 
@@ -67,16 +99,28 @@ def _open_file(path: str, what: str) -> FileReadAt:
         raise ErofsdError(f"cannot open {what} {path}: {e.strerror}", errno=e.errno) from None
 
 
-def _open_raw(path: str, devices: Sequence[str]) -> OpenedImage:
-    files = [_open_file(path, "bootstrap")]
+def _closing_on_error(opened: OpenedImage, build: Callable[[], None]) -> OpenedImage:
     try:
-        files += [_open_file(d, "device") for d in devices]
-        image = Image(files[0], files[1:] if devices else None)
+        build()
     except BaseException:
-        for f in files:
-            f.close()
+        opened.close()
         raise
-    return OpenedImage(path, image, list(files[1:]), None, files)
+    return opened
+
+
+def _open_raw(path: str, devices: Sequence[str]) -> OpenedImage:
+    opened = OpenedImage(path)
+
+    def build() -> None:
+        files = [_open_file(path, "bootstrap")]
+        opened._cleanup.append(files[0].close)
+        for device in devices:
+            files.append(_open_file(device, "device"))
+            opened._cleanup.append(files[-1].close)
+        opened.blobs = list(files[1:])
+        opened.image = Image(files[0], files[1:] if devices else None)
+
+    return _closing_on_error(opened, build)
 
 
 def read_verified_bootstrap(path: str, digest: str, size: int) -> bytes:
@@ -100,18 +144,49 @@ def _open_layout(spec: str) -> OpenedImage:
                                     descriptor.digest)
     bootstrap = read_verified_bootstrap(str(layout.blob_path(manifest.bootstrap.digest)),
                                         manifest.bootstrap.digest, manifest.bootstrap.size)
-    files: list[FileReadAt] = []
-    try:
+    opened = OpenedImage(str(ref), manifest=manifest)
+
+    def build() -> None:
         for blob in manifest.blobs:
             f = _open_file(str(layout.blob_path(blob.digest)), f"blob {blob.digest}")
-            files.append(f)
+            opened._cleanup.append(f.close)
+            opened.blobs.append(f)
             if f.size != blob.size:
                 raise IntegrityError(f"blob {blob.digest} is {f.size} bytes, manifest says "
                                      f"{blob.size}")
-        image = Image(BytesReadAt(bootstrap), files)
-    except BaseException:
-        for f in files:
-            with contextlib.suppress(OSError):
-                f.close()
-        raise
-    return OpenedImage(str(ref), image, list(files), manifest, files)
+        opened.image = Image(BytesReadAt(bootstrap), opened.blobs)
+
+    return _closing_on_error(opened, build)
+
+
+def _open_cached(spec: str, options: ReadOptions) -> OpenedImage:
+    """Bootstrap and blobs through the cache volume the options name."""
+    transport = Transport(insecure=options.insecure)
+    resolved = resolve_image(spec, transport=transport, mirror=options.mirror,
+                             platform=options.platform)
+    manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
+    fsid = validate_name(options.fsid or default_fsid(manifest.bootstrap.digest), "fsid")
+    if options.domain_id is not None:
+        validate_name(options.domain_id, "domain_id")
+    cache = BlobCache(options.state_dir or default_state_dir())
+    volume = volume_of(options.domain_id, fsid)
+    opened = OpenedImage(resolved.reference, manifest=manifest, volume=volume)
+    opened._cleanup.append(transport.close)
+
+    def build() -> None:
+        boot = manifest.bootstrap
+        path, fd = cache.bootstrap(boot.digest, boot.size,
+                                   lambda: resolved.read_blob(boot.digest, boot.size,
+                                                              "bootstrap"))
+        opened._cleanup.append(lambda: os.close(fd))
+        bootstrap = _open_file(path, "bootstrap")
+        opened._cleanup.append(bootstrap.close)
+        for ref in manifest.blobs:
+            blob = cache.acquire(volume, ref, [resolved.source])
+            opened._cleanup.append(lambda blob=blob: cache.release(blob))
+            opened.blobs.append(blob)
+        opened.tables = [b.table for b in opened.blobs]  # verified when the cookie opened
+        opened.image = Image(bootstrap, opened.blobs)
+
+    return _closing_on_error(opened, build)
+

@@ -33,3 +33,19 @@ def print_inspect(info: dict) -> None:
             table.add_row(str(device["device"]), device["tag"] or "(empty)",
                           str(device["blocks"]), size)
         console.print(table)
+
+
+def print_cache(volumes) -> None:
+    console = Console(soft_wrap=True)
+    if not volumes:
+        console.print("the cache is empty")
+        return
+    table = Table()
+    for column in ("volume", "blob", "size", "cached", "fetched", "on disk", "in use"):
+        table.add_column(column, justify="left" if column in ("volume", "blob") else "right")
+    for volume in volumes:
+        for blob in volume.blobs:
+            table.add_row(volume.volume, blob.blob[:19] + "…", format_size(blob.size),
+                          format_size(blob.cached_bytes), format_size(blob.fetched_bytes),
+                          format_size(blob.disk_bytes), "yes" if blob.in_use else "")
+    console.print(table)

@@ -1,0 +1,171 @@
+"""The durable present-map of one cached blob: which chunks hold verified bytes.
+
+File layout: a 4 KiB header, then one byte per chunk-table entry (1 =
+present and verified). A byte, not a bit, so two processes marking
+neighbouring chunks never race on a read-modify-write.
+
+Crash safety without an fsync per fetch: a chunk's bytes are written
+before its map byte, and both live in the page cache, which survives any
+process crash. Only a reboot can lose one without the other, so the header
+records the boot id under which the map was last trusted; opened under a
+different boot, every present chunk is re-verified first (``needs_recovery``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import struct
+import time
+from collections.abc import Iterator
+
+from ..errors import CorruptImage
+
+MAGIC = b"ERFSDPM1"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQQB7x16sQQQ")  # magic version count size data_size table boot fetched used created
+HEADER_SIZE = 4096
+PRESENT = 1
+
+
+def current_boot_id() -> bytes:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return bytes.fromhex(f.read().strip().replace("-", ""))
+    except (OSError, ValueError):
+        return bytes(16)
+
+
+@dataclasses.dataclass
+class Header:
+    entry_count: int
+    blob_size: int
+    data_size: int
+    table_present: bool = False
+    boot_id: bytes = bytes(16)
+    fetched_bytes: int = 0
+    last_used: int = 0
+    created: int = 0
+
+    def pack(self) -> bytes:
+        return HEADER.pack(MAGIC, VERSION, self.entry_count, self.blob_size, self.data_size,
+                           int(self.table_present), self.boot_id, self.fetched_bytes,
+                           self.last_used, self.created)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Header:
+        magic, version, count, size, data_size, table, boot, fetched, used, created = \
+            HEADER.unpack_from(data)
+        if magic != MAGIC or version != VERSION:
+            raise CorruptImage("present map has a bad header")
+        return cls(count, size, data_size, bool(table), boot, fetched, used, created)
+
+
+class PresentMap:
+    """One open map file. Byte-range locks (lockf) coordinate processes."""
+
+    def __init__(self, path: str, fd: int, header: Header) -> None:
+        self.path = path
+        self.fd = fd
+        self.header = header
+        self.bytes = bytearray(os.pread(fd, header.entry_count, HEADER_SIZE))
+        if len(self.bytes) != header.entry_count:
+            raise CorruptImage(f"{path}: present map is truncated")
+
+    @classmethod
+    def create(cls, path: str, entry_count: int, blob_size: int, data_size: int) -> None:
+        """Make the map if it is missing (atomically; if two race, the first wins)."""
+        header = Header(entry_count, blob_size, data_size, boot_id=current_boot_id(),
+                        created=int(time.time()))
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.pwrite(fd, header.pack().ljust(HEADER_SIZE, b"\0"), 0)
+            os.ftruncate(fd, HEADER_SIZE + entry_count)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+
+    @classmethod
+    def from_fd(cls, path: str, fd: int) -> PresentMap:
+        """Take over an open map fd (closed on error)."""
+        try:
+            return cls(path, fd, Header.unpack(os.pread(fd, HEADER.size, 0)))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def check_fits(self, entry_count: int, blob_size: int, data_size: int) -> None:
+        h = self.header
+        if (h.entry_count, h.blob_size, h.data_size) != (entry_count, blob_size, data_size):
+            raise CorruptImage(f"{self.path}: present map does not fit the blob")
+
+    @classmethod
+    def read_only(cls, path: str) -> PresentMap:
+        return cls.from_fd(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- locks --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, first: int = -1, stop: int = 0) -> Iterator[None]:
+        """Exclusive lock on entries [first, stop) across processes; first=-1: the header."""
+        start, length = (0, HEADER_SIZE) if first < 0 else (HEADER_SIZE + first, stop - first)
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, length, start)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, length, start)
+
+    # -- entries ------------------------------------------------------------
+
+    def is_present(self, index: int) -> bool:
+        return self.bytes[index] == PRESENT
+
+    def refresh(self, first: int, stop: int) -> None:
+        """Re-read entries another process may have marked."""
+        self.bytes[first:stop] = os.pread(self.fd, stop - first, HEADER_SIZE + first)
+
+    def mark(self, first: int, stop: int) -> None:
+        """Entries [first, stop) now hold verified bytes (written before this call)."""
+        os.pwrite(self.fd, bytes([PRESENT]) * (stop - first), HEADER_SIZE + first)
+        self.bytes[first:stop] = bytes([PRESENT]) * (stop - first)
+
+    def clear(self, index: int) -> None:
+        os.pwrite(self.fd, b"\0", HEADER_SIZE + index)
+        self.bytes[index] = 0
+
+    def present_indexes(self) -> list[int]:
+        return [i for i, b in enumerate(self.bytes) if b == PRESENT]
+
+    # -- header fields ------------------------------------------------------
+
+    def update_header(self, **changes) -> None:
+        """Read-modify-write of the header under its lock (counters add up across processes)."""
+        with self.locked():
+            header = Header.unpack(os.pread(self.fd, HEADER.size, 0))
+            for name, value in changes.items():
+                if name == "add_fetched":
+                    header.fetched_bytes += value
+                else:
+                    setattr(header, name, value)
+            os.pwrite(self.fd, header.pack(), 0)
+            self.header = header
+
+    def reload_header(self) -> Header:
+        self.header = Header.unpack(os.pread(self.fd, HEADER.size, 0))
+        return self.header
+
+    @property
+    def needs_recovery(self) -> bool:
+        return self.header.boot_id != current_boot_id()
+

@@ -1,0 +1,38 @@
+"""Options several commands share."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from ..images import ReadOptions
+
+device_option = click.option(
+    "--device", "devices", multiple=True, metavar="FILE",
+    help="A blob device of a raw bootstrap, in device-table order (repeat).")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+insecure_option = click.option("--insecure", is_flag=True,
+                               help="Allow plain HTTP to registries (e.g. 127.0.0.1).")
+state_dir_option = click.option(
+    "--state-dir", envvar="EROFSD_STATE_DIR", default=None, metavar="DIR",
+    help="Cache and state directory (default /var/lib/erofsd, or $EROFSD_STATE_DIR).")
+
+
+def read_options(command):
+    """--state-dir, --domain-id, --fsid, --insecure, --mirror, --platform -> ReadOptions."""
+    @state_dir_option
+    @click.option("--domain-id", default=None, help="Read through this domain's cache volume.")
+    @click.option("--fsid", default=None, help="Name of the image (default: from its bootstrap).")
+    @insecure_option
+    @click.option("--mirror", default=None, metavar="URL",
+                  help="A static mirror serving blobs/sha256/<hex>, tried before the source.")
+    @click.option("--platform", default=None, metavar="OS/ARCH",
+                  help="Which manifest of an image index (default: linux and this machine).")
+    @functools.wraps(command)
+    def wrapper(*args, state_dir, domain_id, fsid, insecure, mirror, platform, **kwargs):
+        options = ReadOptions(state_dir=state_dir, domain_id=domain_id, fsid=fsid,
+                              insecure=insecure, mirror=mirror, platform=platform)
+        return command(*args, options=options, **kwargs)
+    return wrapper
