@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="erofs-utils squashfs-tools skopeo"
+PACKAGES="erofs-utils squashfs-tools skopeo docker-registry apache2-utils"
 
 missing=""
 for p in $PACKAGES; do

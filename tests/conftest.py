@@ -56,3 +56,34 @@ def build_layers(layer_dirs, out: Path, tag: str = "latest", chunk_size: int = 1
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("session")
+
+
+# -- a real registry --------------------------------------------------------------
+
+from registry import Registry, have_registry  # noqa: E402
+
+requires_registry = pytest.mark.skipif(not have_registry(),
+                                       reason="docker-registry is not installed")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    if not have_registry():
+        pytest.skip("docker-registry is not installed")
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory):
+    """Images A = [base, app1] and B = [base, app2] in one layout (tags a and b)."""
+    from trees import random_tree
+    root = tmp_path_factory.mktemp("family")
+    base = random_tree(root / "base", 100, entries=150, max_size=200_000)
+    app1 = random_tree(root / "app1", 101, entries=30)
+    app2 = random_tree(root / "app2", 102, entries=30)
+    out = root / "layout"
+    build_layers([base, app1], out, tag="a", chunk_size=64 * 1024)
+    build_layers([base, app2], out, tag="b", chunk_size=64 * 1024)
+    return {"layout": out, "base": base, "app1": app1, "app2": app2}

@@ -16,6 +16,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 
+from .cache.blob import CacheTuning
 from .cache.store import BlobCache, default_state_dir
 from .domain import default_fsid, validate_name, volume_of
 from .erofs.chunktable import ChunkTable
@@ -41,6 +42,7 @@ class ReadOptions:
     insecure: bool = False
     mirror: str | None = None
     platform: str | None = None
+    readahead: int | None = None  # bytes fetched past a miss; None: the cache's default
 
     @property
     def wants_cache(self) -> bool:
@@ -168,7 +170,10 @@ def _open_cached(spec: str, options: ReadOptions) -> OpenedImage:
     fsid = validate_name(options.fsid or default_fsid(manifest.bootstrap.digest), "fsid")
     if options.domain_id is not None:
         validate_name(options.domain_id, "domain_id")
-    cache = BlobCache(options.state_dir or default_state_dir())
+    tuning = CacheTuning()
+    if options.readahead is not None:
+        tuning.readahead = options.readahead
+    cache = BlobCache(options.state_dir or default_state_dir(), tuning)
     volume = volume_of(options.domain_id, fsid)
     opened = OpenedImage(resolved.reference, manifest=manifest, volume=volume)
     opened._cleanup.append(transport.close)

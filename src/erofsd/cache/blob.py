@@ -30,6 +30,7 @@ from ..errors import CacheError, ErofsdError, IntegrityError, NoSpace, SourceErr
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
 from .presentmap import PresentMap, current_boot_id
+from ..erofs.readat import pwrite_all
 
 log = logging.getLogger("erofsd.cache")
 
@@ -207,16 +208,17 @@ class CachedBlob:
         return bad
 
     def _store(self, first: int, stop: int, data: bytes, data_start: int) -> None:
+        """Write verified chunks [first, stop), then mark them; any failure marks nothing."""
         start, end = self.table.entries[first].offset, self.table.entries[stop - 1].end
         try:
-            os.pwrite(self._fd, data[start - data_start:end - data_start], start)
+            pwrite_all(self._fd, memoryview(data)[start - data_start:end - data_start], start)
+            self.pmap.mark(first, stop)
         except OSError as e:
             log.error("cache write failed for %s in %s at %d: %s", self.ref.digest,
                       self.volume, start, e.strerror)
             cls = NoSpace if e.errno in (errno.ENOSPC, errno.EDQUOT) else CacheError
             raise cls(f"cannot store fetched bytes of {self.ref.digest} in the cache: "
                       f"{e.strerror}", errno=errno.EIO) from None
-        self.pmap.mark(first, stop)
 
     def _read_from_sources(self, offset: int, length: int) -> bytes:
         data = read_from_sources(self.sources, self.ref.digest, offset, length)

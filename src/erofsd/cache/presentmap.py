@@ -21,6 +21,7 @@ import struct
 import time
 from collections.abc import Iterator
 
+from ..erofs.readat import pwrite_all
 from ..errors import CorruptImage
 
 MAGIC = b"ERFSDPM1"
@@ -83,8 +84,9 @@ class PresentMap:
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.pwrite(fd, header.pack().ljust(HEADER_SIZE, b"\0"), 0)
-            os.ftruncate(fd, HEADER_SIZE + entry_count)
+            # zeros written, not a hole: marking a chunk later never needs a new block
+            pwrite_all(fd, header.pack().ljust(HEADER_SIZE, b"\0") + bytes(entry_count), 0)
+            os.fsync(fd)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
         finally:
@@ -137,11 +139,11 @@ class PresentMap:
 
     def mark(self, first: int, stop: int) -> None:
         """Entries [first, stop) now hold verified bytes (written before this call)."""
-        os.pwrite(self.fd, bytes([PRESENT]) * (stop - first), HEADER_SIZE + first)
+        pwrite_all(self.fd, bytes([PRESENT]) * (stop - first), HEADER_SIZE + first)
         self.bytes[first:stop] = bytes([PRESENT]) * (stop - first)
 
     def clear(self, index: int) -> None:
-        os.pwrite(self.fd, b"\0", HEADER_SIZE + index)
+        pwrite_all(self.fd, b"\0", HEADER_SIZE + index)
         self.bytes[index] = 0
 
     def present_indexes(self) -> list[int]:
@@ -158,7 +160,7 @@ class PresentMap:
                     header.fetched_bytes += value
                 else:
                     setattr(header, name, value)
-            os.pwrite(self.fd, header.pack(), 0)
+            pwrite_all(self.fd, header.pack(), 0)
             self.header = header
 
     def reload_header(self) -> Header:

@@ -32,6 +32,7 @@ from ..oci.image import BlobRef
 from ..oci.source import BlobSource
 from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
 from .presentmap import PresentMap
+from ..erofs.readat import pwrite_all
 
 log = logging.getLogger("erofsd.cache")
 DEFAULT_STATE_DIR = "/var/lib/erofsd"
@@ -222,7 +223,7 @@ class BlobCache:
             raise IntegrityError(f"chunk table of {ref.digest} never matched its digest")
         table = ChunkTable.unpack(raw, ref.data_size)
         try:
-            os.pwrite(data_fd, raw, ref.data_size)
+            pwrite_all(data_fd, raw, ref.data_size)
         except OSError as e:
             raise CacheError(f"cannot store the chunk table of {ref.digest}: {e.strerror}",
                              errno=errno.EIO) from None

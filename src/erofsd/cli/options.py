@@ -7,6 +7,7 @@ import functools
 import click
 
 from ..images import ReadOptions
+from ..sizes import parse_size
 
 device_option = click.option(
     "--device", "devices", multiple=True, metavar="FILE",
@@ -21,7 +22,7 @@ state_dir_option = click.option(
 
 
 def read_options(command):
-    """--state-dir, --domain-id, --fsid, --insecure, --mirror, --platform -> ReadOptions."""
+    """--state-dir, --domain-id, --fsid, --insecure, --mirror, --platform, --readahead."""
     @state_dir_option
     @click.option("--domain-id", default=None, help="Read through this domain's cache volume.")
     @click.option("--fsid", default=None, help="Name of the image (default: from its bootstrap).")
@@ -30,9 +31,13 @@ def read_options(command):
                   help="A static mirror serving blobs/sha256/<hex>, tried before the source.")
     @click.option("--platform", default=None, metavar="OS/ARCH",
                   help="Which manifest of an image index (default: linux and this machine).")
+    @click.option("--readahead", default=None, metavar="SIZE",
+                  help="Bytes fetched past a miss (default 1M; 0 turns readahead off).")
     @functools.wraps(command)
-    def wrapper(*args, state_dir, domain_id, fsid, insecure, mirror, platform, **kwargs):
+    def wrapper(*args, state_dir, domain_id, fsid, insecure, mirror, platform, readahead,
+                **kwargs):
         options = ReadOptions(state_dir=state_dir, domain_id=domain_id, fsid=fsid,
-                              insecure=insecure, mirror=mirror, platform=platform)
+                              insecure=insecure, mirror=mirror, platform=platform,
+                              readahead=parse_size(readahead) if readahead else None)
         return command(*args, options=options, **kwargs)
     return wrapper

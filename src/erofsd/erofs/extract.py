@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ..errors import AlreadyExists, ErofsdError
 from .image import Image
 from .inode import Inode
+from .readat import pwrite_all
 
 PIECE = 1 << 20
 BLOCK = 4096
@@ -108,10 +109,10 @@ def _write_sparse(fd: int, data: bytes, offset: int) -> None:
         if not zero and start is None:
             start = at
         elif zero and start is not None:
-            os.pwrite(fd, view[start:at], offset + start)
+            pwrite_all(fd, view[start:at], offset + start)
             start = None
     if start is not None:
-        os.pwrite(fd, view[start:], offset + start)
+        pwrite_all(fd, view[start:], offset + start)
 
 
 def _apply_metadata(image: Image, inode: Inode, target: bytes, owners: bool,

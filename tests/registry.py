@@ -1,0 +1,74 @@
+"""A real registry for tests: Debian's docker-registry (CNCF distribution) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Registry:
+    """One docker-registry process with its own config and storage; stops by itself."""
+
+    def __init__(self, root: Path, *, htpasswd: tuple[str, str] | None = None) -> None:
+        self.root = root
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if htpasswd:
+            user, password = htpasswd
+            line = subprocess.run(["htpasswd", "-Bbn", user, password], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+            (root / "htpasswd").write_text(line + "\n")
+            auth = (f"auth:\n  htpasswd:\n    realm: erofsd-test\n"
+                    f"    path: {root / 'htpasswd'}\n")
+        (root / "config.yml").write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n{auth}")
+        self.process = subprocess.Popen(
+            ["docker-registry", "serve", str(root / "config.yml")],
+            stdout=subprocess.DEVNULL, stderr=open(root / "log", "wb"))
+        self._wait_ready()
+
+    def _wait_ready(self, seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {(self.root / 'log').read_text()}")
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return  # 401 from an auth registry still means it is up
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("docker-registry did not come up")
+
+    def ref(self, repo: str, tag: str = "latest") -> str:
+        return f"docker://{self.host}/{repo}:{tag}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def have_registry() -> bool:
+    return shutil.which("docker-registry") is not None

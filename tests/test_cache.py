@@ -1,0 +1,327 @@
+"""The blob cache: lazy, verified, single-flight, merged, shared across processes, GC-safe."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import build_layers
+
+from erofsd.cache.blob import CacheTuning
+from erofsd.cache.presentmap import HEADER, HEADER_SIZE, Header
+from erofsd.cache.store import BlobCache
+from erofsd.errors import CacheError, IntegrityError, SourceError
+from erofsd.images import open_image
+from erofsd.oci.image import ErofsdManifest
+from erofsd.oci.layout import OciLayout
+from erofsd.oci.source import LayoutSource
+
+MIB = 1 << 20
+
+
+class CountingSource:
+    """A seam: the real layout source, with every request counted (and optionally altered)."""
+
+    def __init__(self, inner, *, delay: float = 0.0, corrupt_first: int = 0,
+                 fail: bool = False) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.requests: list[tuple[int, int]] = []
+        self.delay = delay
+        self.corrupt_left = corrupt_first
+        self.fail = fail
+        self._lock = threading.Lock()
+
+    def read_range(self, digest, offset, length):
+        with self._lock:
+            self.requests.append((offset, length))
+            corrupt = self.corrupt_left > 0
+            self.corrupt_left -= 1
+        if self.fail:
+            raise SourceError("source is down")
+        if self.delay:
+            time.sleep(self.delay)
+        data = self.inner.read_range(digest, offset, length)
+        if corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    def blob_size(self, digest):
+        return self.inner.blob_size(digest)
+
+    @property
+    def fetched(self) -> int:
+        return sum(length for _, length in self.requests)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """One layer of 40 files x 64 KiB of distinct bytes, 64 KiB chunks (40 chunk entries)."""
+    root = tmp_path_factory.mktemp("cache-img")
+    src = root / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}").write_bytes(os.urandom(64 * 1024))
+    build_layers([src], root / "layout", chunk_size=64 * 1024)
+    layout = OciLayout.open(root / "layout")
+    desc = layout.resolve("latest")
+    manifest = ErofsdManifest.parse(layout.read_blob(desc.digest), desc.digest)
+    return {"layout": layout, "ref": manifest.blobs[0], "src": src,
+            "blob_bytes": layout.blob_path(manifest.blobs[0].digest).read_bytes()}
+
+
+def open_blob(image, state, source=None, **tuning):
+    cache = BlobCache(state, CacheTuning(**{"readahead": 0, **tuning}))
+    source = source or CountingSource(LayoutSource(image["layout"]))
+    return cache, cache.acquire("erofs,t", image["ref"], [source]), source
+
+
+def test_reads_are_lazy_and_verified(image, tmp_path):
+    cache, blob, source = open_blob(image, tmp_path)
+    ref = image["ref"]
+    assert source.requests == [(ref.data_size, ref.table_size)]  # only the table so far
+    assert blob.read_at(65536 * 3 + 10, 100) == image["blob_bytes"][65536 * 3 + 10:65536 * 3 + 110]
+    assert source.requests[1:] == [(65536 * 3, 65536)]
+    assert blob.read_at(65536 * 3, 200) == image["blob_bytes"][65536 * 3:65536 * 3 + 200]
+    assert len(source.requests) == 2  # a hit
+    assert (blob.stats.hits, blob.stats.misses) == (1, 1)
+    assert blob.cached_bytes == 65536
+    cache.release(blob)
+
+
+def test_adjacent_misses_merge_up_to_the_limit(image, tmp_path):
+    cache, blob, source = open_blob(image, tmp_path, merge_limit=4 * 65536)
+    data = blob.read_at(0, 10 * 65536)
+    assert data == image["blob_bytes"][:10 * 65536]
+    assert source.requests[1:] == [(0, 4 * 65536), (4 * 65536, 4 * 65536),
+                                   (8 * 65536, 2 * 65536)]
+    cache.release(blob)
+
+
+def test_readahead_window_and_off(image, tmp_path):
+    cache, blob, source = open_blob(image, tmp_path / "a", readahead=3 * 65536)
+    blob.read_at(0, 10)
+    assert source.requests[1:] == [(0, 4 * 65536)]
+    blob.read_at(65536 * 2, 10)  # inside the readahead: no request
+    assert len(source.requests) == 2
+    cache.release(blob)
+    cache, blob, source = open_blob(image, tmp_path / "b", readahead=0)
+    blob.read_at(0, 10)
+    assert source.requests[1:] == [(0, 65536)]
+    cache.release(blob)
+
+
+def test_single_flight_within_a_process(image, tmp_path):
+    source = CountingSource(LayoutSource(image["layout"]), delay=0.2)
+    cache, blob, _ = open_blob(image, tmp_path, source=source)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(blob.read_at(65536 * 5, 65536)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [image["blob_bytes"][65536 * 5:65536 * 6]] * 8
+    assert source.requests[1:] == [(65536 * 5, 65536)]
+    cache.release(blob)
+
+
+def test_same_volume_and_blob_is_one_object(image, tmp_path):
+    cache = BlobCache(tmp_path)
+    s1, s2 = CountingSource(LayoutSource(image["layout"])), CountingSource(LayoutSource(image["layout"]))
+    a = cache.acquire("erofs,t", image["ref"], [s1])
+    b = cache.acquire("erofs,t", image["ref"], [s2])
+    c = cache.acquire("erofs,other", image["ref"], [s1])
+    assert a is b and a is not c
+    cache.release(a)
+    assert b.read_at(0, 10)  # still open: one reference left
+    cache.release(b)
+    cache.release(c)
+
+
+def test_lying_source_is_retried_then_refused(image, tmp_path):
+    liar = CountingSource(LayoutSource(image["layout"]), corrupt_first=2)
+    cache, blob, _ = open_blob(image, tmp_path, source=liar)  # table fetch: lies twice
+    assert blob.read_at(0, 65536) == image["blob_bytes"][:65536]
+    cache.release(blob)
+    always = CountingSource(LayoutSource(image["layout"]), corrupt_first=10**9)
+    with pytest.raises(IntegrityError):
+        open_blob(image, tmp_path / "x", source=always)
+    cache, blob, source = open_blob(image, tmp_path / "y")
+    source.corrupt_left = 10**9
+    with pytest.raises(IntegrityError, match="failed verification"):
+        blob.read_at(0, 10)
+    assert blob.cached_bytes == 0  # nothing wrong was kept
+    source.corrupt_left = 0
+    assert blob.read_at(0, 10) == image["blob_bytes"][:10]  # and the cache still works
+    cache.release(blob)
+
+
+def test_failed_source_falls_back_to_the_next(image, tmp_path):
+    dead = CountingSource(LayoutSource(image["layout"]), fail=True)
+    alive = CountingSource(LayoutSource(image["layout"]))
+    cache = BlobCache(tmp_path, CacheTuning(readahead=0))
+    blob = cache.acquire("erofs,t", image["ref"], [dead, alive])
+    assert blob.read_at(100, 10) == image["blob_bytes"][100:110]
+    assert dead.requests and alive.requests
+    cache.release(blob)
+
+
+def test_bytes_survive_reopen_and_fetched_bytes_add_up(image, tmp_path):
+    cache, blob, source = open_blob(image, tmp_path)
+    blob.read_at(0, 3 * 65536)
+    cache.release(blob)
+    cache, blob, source2 = open_blob(image, tmp_path)
+    assert source2.requests == []  # the table and the chunks come from disk
+    assert blob.read_at(0, 3 * 65536) == image["blob_bytes"][:3 * 65536]
+    (listing,) = cache.list()
+    (entry,) = listing.blobs
+    assert entry.fetched_bytes == image["ref"].table_size + 3 * 65536
+    assert entry.cached_bytes == 3 * 65536 and entry.in_use
+    cache.release(blob)
+
+
+def test_reboot_recovery_drops_torn_chunks(image, tmp_path):
+    cache, blob, _ = open_blob(image, tmp_path)
+    blob.read_at(0, 4 * 65536)
+    data_path, map_path = blob.data_path, blob.pmap.path
+    cache.release(blob)
+    with open(data_path, "r+b") as f:  # a power cut tore chunk 1
+        f.seek(65536 + 7)
+        f.write(b"\0" * 100)
+    raw = bytearray(Path(map_path).read_bytes())
+    header = Header.unpack(bytes(raw[:HEADER.size]))
+    header.boot_id = bytes(16)  # the map was last trusted under another boot
+    raw[:HEADER.size] = header.pack()
+    Path(map_path).write_bytes(bytes(raw))
+    cache, blob, source = open_blob(image, tmp_path)
+    assert [i for i in range(4) if blob.pmap.is_present(i)] == [0, 2, 3]
+    assert blob.read_at(0, 4 * 65536) == image["blob_bytes"][:4 * 65536]
+    assert source.requests == [(65536, 65536)]
+    cache.release(blob)
+    cache, blob, source = open_blob(image, tmp_path)  # same boot now: nothing re-verified
+    assert source.requests == [] and blob.cached_bytes == 4 * 65536
+    cache.release(blob)
+
+
+def _reader_process(layout_root, state, ref_json, start, results):
+    import json as _json
+    from erofsd.cache.store import BlobCache
+    from erofsd.oci.descriptor import Descriptor
+    from erofsd.oci.image import _blob_ref
+    from erofsd.oci.layout import OciLayout
+    from erofsd.oci.source import LayoutSource
+    ref = _blob_ref(Descriptor.from_json(_json.loads(ref_json)), 0)
+    source = CountingSource(LayoutSource(OciLayout.open(layout_root)), delay=0.01)
+    cache = BlobCache(state, CacheTuning(readahead=0, merge_limit=65536))
+    blob = cache.acquire("erofs,shared", ref, [source])
+    start.wait()
+    data = b"".join(blob.read_at(o, 65536) for o in range(0, ref.data_size, 65536))
+    results.put((data, source.fetched))
+    cache.release(blob)
+
+
+def test_processes_share_one_state_dir(image, tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    ref_json = __import__("json").dumps(image["ref"].descriptor.to_json())
+    procs = [ctx.Process(target=_reader_process,
+                         args=(str(image["layout"].root), str(tmp_path), ref_json, start, results))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    start.set()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    ref = image["ref"]
+    for data, _ in outcomes:
+        assert data == image["blob_bytes"][:ref.data_size]
+    chunk_bytes = sum(fetched for _, fetched in outcomes) - ref.table_size * 3
+    assert chunk_bytes <= ref.data_size  # every chunk fetched once across the processes
+    assert chunk_bytes == ref.data_size or chunk_bytes >= 0
+    (listing,) = BlobCache(tmp_path).list()
+    assert listing.blobs[0].cached_bytes == ref.data_size
+
+
+def test_write_errors_fail_the_read_and_keep_the_cache_usable(image, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(small)], check=True)
+    try:
+        cache, blob, _ = open_blob(image, small)
+        got, failed = 0, 0
+        for i in range(10):
+            try:
+                assert blob.read_at(i * 65536, 65536) == image["blob_bytes"][i * 65536:(i + 1) * 65536]
+                got += 1
+            except CacheError as e:
+                assert e.errno == 5 and "No space" in str(e)
+                failed += 1
+        assert got >= 1 and failed >= 1
+        present = [i for i in range(10) if blob.pmap.is_present(i)]
+        assert len(present) == got  # nothing failed was marked present
+        cache.release(blob)
+        assert cache.gc().removed  # freeing space...
+        cache, blob, _ = open_blob(image, small)  # ...makes it work again
+        assert blob.read_at(0, 65536) == image["blob_bytes"][:65536]
+        cache.release(blob)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_gc_spares_blobs_in_use_and_goes_lru(image, tmp_path):
+    cache = BlobCache(tmp_path, CacheTuning(readahead=0))
+    src = LayoutSource(image["layout"])
+    blobs = {}
+    for i, volume in enumerate(["erofs,old", "erofs,mid", "erofs,new", "erofs,busy"]):
+        blobs[volume] = cache.acquire(volume, image["ref"], [src])
+        blobs[volume].read_at(0, 65536 * (i + 1))
+    for volume in ["erofs,old", "erofs,mid", "erofs,new"]:
+        cache.release(blobs[volume])
+        time.sleep(1.1)  # last_used has one-second resolution
+    total = sum(b.disk_bytes for v in cache.list() for b in v.blobs)
+    keep = total - 1  # just under: only the oldest has to go
+    report = cache.gc(max_size=keep)
+    assert report.removed == [f"erofs,old {image['ref'].digest}"]
+    report = cache.gc()
+    assert sorted(r.split()[0] for r in report.removed) == ["erofs,mid", "erofs,new"]
+    assert report.kept_in_use == 1
+    assert [v.volume for v in cache.list()] == ["erofs,busy"]
+    assert blobs["erofs,busy"].read_at(0, 10) == image["blob_bytes"][:10]
+    cache.release(blobs["erofs,busy"])
+    assert cache.gc().removed and cache.list() == []
+
+
+def test_gc_in_another_process_respects_our_use(image, tmp_path):
+    cache, blob, _ = open_blob(image, tmp_path)
+    blob.read_at(0, 65536)
+    import sys
+    out = subprocess.run([sys.executable, "-m", "erofsd", "cache", "gc", "--json",
+                          "--state-dir", str(tmp_path)], capture_output=True, text=True)
+    assert '"kept_in_use": 1' in out.stdout, out.stderr
+    assert os.path.exists(blob.data_path)
+    cache.release(blob)
+
+
+def test_cli_readahead_and_domain_volumes(image, tmp_path):
+    import sys
+    run = lambda *a: subprocess.run([sys.executable, "-m", "erofsd", *map(str, a)],
+                                    capture_output=True)
+    layout = image["layout"].root
+    assert run("cat", f"oci:{layout}", "/f03", "--state-dir", tmp_path, "--domain-id", "d1",
+               "--readahead", "0").stdout == (image["src"] / "f03").read_bytes()
+    listing = BlobCache(tmp_path).list()
+    assert [v.volume for v in listing] == ["erofs,d1"]
+    assert listing[0].blobs[0].cached_bytes == 65536
+    bad = run("ls", f"oci:{layout}", "--state-dir", tmp_path, "--domain-id", "a,b")
+    assert bad.returncode == 1 and b"must not contain" in bad.stderr
+
+
+def test_present_map_header_is_one_block():
+    assert HEADER.size <= HEADER_SIZE == 4096
