@@ -6,10 +6,10 @@ import argparse
 import platform
 import time
 
-from . import b1_build
+from . import b1_build, lazy_reads
 from .common import print_table, write_json
 
-SUITE = {"B1": b1_build.run}
+SUITE = {"B1": b1_build.run, "B3": lazy_reads.run}
 
 
 def main() -> None:

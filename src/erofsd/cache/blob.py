@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from ..erofs.chunktable import ChunkTable
@@ -35,12 +36,15 @@ from ..erofs.readat import pwrite_all
 log = logging.getLogger("erofsd.cache")
 
 VERIFY_ATTEMPTS = 4
+STREAMS = 16  # sequential readers tracked per blob for readahead
 
 
 @dataclasses.dataclass
 class CacheTuning:
     merge_limit: int = 4 << 20  # largest single request made of adjacent misses
-    readahead: int = 1 << 20  # extra bytes fetched after a miss; 0 turns it off
+    # Extra bytes fetched after a miss that continues the previous fetch
+    # (sequential reading); a random miss fetches only what it needs. 0: off.
+    readahead: int = 1 << 20
 
 
 @dataclasses.dataclass
@@ -67,6 +71,8 @@ class CachedBlob:
         self._fd = data_fd
         self._lock = threading.Lock()
         self._inflight: dict[int, threading.Event] = {}
+        # where the next miss of each recent sequential stream lands (entry after its fetch)
+        self._streams: OrderedDict[int, None] = OrderedDict({0: None})
         self.recover_if_rebooted()
 
     # -- the ReadAt interface -----------------------------------------------
@@ -127,7 +133,11 @@ class CachedBlob:
                 mine = [i for i in missing if i not in self._inflight]
                 waits = {self._inflight[i] for i in missing if i in self._inflight}
                 if mine:
-                    mine += self._readahead(max(wanted.stop, mine[-1] + 1))
+                    if self._streams.pop(wanted.start, False) is None:  # continues a stream
+                        mine += self._readahead(max(wanted.stop, mine[-1] + 1))
+                    self._streams[mine[-1] + 1] = None
+                    if len(self._streams) > STREAMS:
+                        self._streams.popitem(last=False)
                 event = threading.Event()
                 for i in mine:
                     self._inflight[i] = event

@@ -166,14 +166,18 @@ class Image:
     def walk(self) -> Iterator[tuple[bytes, Inode]]:
         """Every (path, inode), parents before children, each directory once.
 
-        A directory reached twice (a cycle, or a hard-linked directory) is
-        corruption; this is what keeps a hostile image from looping.
+        The order is the builder's blob order (a directory's entries by
+        name, then its subdirectories depth first), so walking an image
+        reads its blobs front to back. A directory reached twice (a cycle,
+        or a hard-linked directory) is corruption; this keeps a hostile
+        image from looping.
         """
         yield b"/", self.root
         seen = {self.root.nid}
         pending = [(b"", self.root)]
         while pending:
             prefix, directory = pending.pop()
+            subdirs = []
             for entry in self.listdir(directory):
                 child = self.inode(entry.nid)
                 path = prefix + b"/" + entry.name
@@ -182,7 +186,8 @@ class Image:
                     if child.nid in seen:
                         raise CorruptImage(f"directory cycle at {_show(path)} (nid {child.nid})")
                     seen.add(child.nid)
-                    pending.append((path, child))
+                    subdirs.append((path, child))
+            pending.extend(reversed(subdirs))
 
     # -- data -------------------------------------------------------------
 

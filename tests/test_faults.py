@@ -1,0 +1,153 @@
+"""Faults between the cache and the registry: never a wrong byte, never one cached.
+
+A fault proxy sits in front of a real docker-registry. Thousands of random
+reads go through it; each returns exactly the right bytes or fails with an
+ErofsdError, and afterwards every chunk the cache holds verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from conftest import build_layers
+from faultproxy import FaultProxy
+
+from erofsd.erofs.chunktable import ChunkTable
+from erofsd.cache.presentmap import PresentMap
+from erofsd.errors import ErofsdError
+from erofsd.images import ReadOptions, open_image
+from erofsd.oci import source as source_module
+from erofsd.oci.copy import push
+from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
+from erofsd.oci.transport import RetryPolicy, Transport
+
+READS = 2000
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    src = root / "src"
+    src.mkdir()
+    rng = random.Random(9)
+    for i in range(60):
+        (src / f"file{i:02d}").write_bytes(rng.randbytes(rng.randrange(1, 200_000)))
+    (src / "big").write_bytes(rng.randbytes(3 << 20))
+    build_layers([src], root / "layout", chunk_size=16 * 1024)
+    push(parse_layout_ref(f"oci:{root / 'layout'}"),
+         parse_registry_ref(registry.ref("faults/img")), Transport(insecure=True))
+    files = {p.name: p.read_bytes() for p in src.iterdir()}
+    return {"files": files, "repo": "faults/img"}
+
+
+@pytest.fixture
+def proxy(registry):
+    p = FaultProxy(registry.host, seed=3, rate=float(os.environ.get("FAULT_RATE", "0.35")), stall_seconds=0.6)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    """Short timeouts so stalls cost little; the retry logic itself is unchanged."""
+    policy = RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.1, deadline=10,
+                         connect_timeout=1, read_timeout=0.3)
+    monkeypatch.setattr(source_module, "make_transport",
+                        lambda insecure=False, **kw: Transport(insecure=insecure, policy=policy))
+    original = Transport.__init__
+
+    def patched(self, *, insecure=False, policy=None, **kw):
+        original(self, insecure=insecure, policy=policy or RetryPolicy(
+            attempts=6, base_delay=0.01, max_delay=0.1, deadline=10, connect_timeout=1,
+            read_timeout=0.3), **kw)
+    monkeypatch.setattr(Transport, "__init__", patched)
+
+
+def verify_cache(state: Path) -> int:
+    """Every chunk marked present in the state dir matches its digest; returns their count."""
+    checked = 0
+    for map_path in state.glob("cache/*/*.map"):
+        pmap = PresentMap.read_only(str(map_path))
+        data = map_path.with_suffix("").read_bytes()
+        table = ChunkTable.unpack(data[pmap.header.data_size:], pmap.header.data_size)
+        for entry, present in zip(table.entries, pmap.bytes):
+            if present:
+                assert hashlib.sha256(data[entry.offset:entry.end]).digest() == entry.digest
+                checked += 1
+        pmap.close()
+    return checked
+
+
+def test_thousands_of_reads_through_faults_hand_out_no_wrong_byte(
+        pushed, proxy, fast_retries, tmp_path):
+    rng = random.Random(11)
+    ref = f"docker://{proxy.host}/{pushed['repo']}"
+    names = sorted(pushed["files"])
+    right = failed = wrong = 0
+    opened = None
+    generation = 0
+    started = time.monotonic()
+    try:
+        for n in range(READS):
+            if n % 150 == 0:  # a fresh cache now and then, so reads keep missing
+                if opened:
+                    opened.close()
+                    opened = None
+                generation += 1
+            if opened is None:
+                try:
+                    opened = open_image(ref, options=ReadOptions(
+                        state_dir=str(tmp_path / f"st{generation}"), insecure=True,
+                        readahead=0))
+                except ErofsdError:
+                    failed += 1
+                    continue
+            name = rng.choice(names)
+            expected = pushed["files"][name]
+            offset = rng.randrange(len(expected))
+            length = rng.randrange(1, 40_000)
+            img = opened.image
+            try:
+                got = img.read(img.lookup(f"/{name}"), offset, length)
+            except ErofsdError:
+                failed += 1
+                continue
+            if got == expected[offset:offset + length]:
+                right += 1
+            else:
+                wrong += 1
+    finally:
+        if opened:
+            opened.close()
+    elapsed = time.monotonic() - started
+    print(f"\n{READS} reads in {elapsed:.1f}s: {right} right, {failed} failed, {wrong} wrong; "
+          f"faults injected: {dict(proxy.injected)}")
+    assert wrong == 0
+    assert right > READS * 0.8  # retries mostly win
+    assert set(proxy.injected) == {"http500", "reset", "stall", "short", "flip", "range"}
+    assert sum(verify_cache(tmp_path / f"st{g}") for g in range(1, generation + 1)) > 100
+
+
+def test_registry_down_gives_errors_then_recovers(pushed, proxy, fast_retries, tmp_path):
+    ref = f"docker://{proxy.host}/{pushed['repo']}"
+    proxy.enabled = False
+    options = ReadOptions(state_dir=str(tmp_path), insecure=True, readahead=0)
+    with open_image(ref, options=options) as opened:
+        img = opened.image
+        inode = img.lookup("/big")
+        assert img.read(inode, 0, 100) == pushed["files"]["big"][:100]
+        proxy.rate, proxy.enabled = 1.0, True
+        proxy.weights = {"http500": 1}  # down: every blob request fails
+        with pytest.raises(ErofsdError) as info:
+            img.read(inode, 1 << 20, 100)
+        assert info.value.errno == 5
+        assert img.read(inode, 0, 100) == pushed["files"]["big"][:100]  # cached bytes still read
+        proxy.enabled = False  # back up
+        assert img.read(inode, 1 << 20, 100) == pushed["files"]["big"][1 << 20:(1 << 20) + 100]
+    assert verify_cache(tmp_path) >= 2
+    assert not os.environ.get("EROFSD_STATE_DIR")
