@@ -10,8 +10,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .common import (MIB, Figure, Sample, alternate, erofsd_command, large_files_tree, median,
-                     run_timed, stdlib_tree, tree_bytes)
+from .common import (
+    MIB,
+    Figure,
+    Sample,
+    alternate,
+    erofsd_command,
+    large_files_tree,
+    median,
+    run_timed,
+    stdlib_tree,
+    tree_bytes,
+)
 
 
 def _erofsd(tree: Path, work: Path) -> Sample:
@@ -37,7 +47,8 @@ def run(quick: bool) -> list[Figure]:
         with tempfile.TemporaryDirectory(prefix="erofsd-bench-") as tmp:
             work = Path(tmp)
             _erofsd(tree, work), _mkfs(tree, work)  # warm the page cache for both
-            ours, peer = alternate(runs, lambda: _erofsd(tree, work), lambda: _mkfs(tree, work))
+            ours, peer = alternate(runs, lambda t=tree, w=work: _erofsd(t, w),
+                                   lambda t=tree, w=work: _mkfs(t, w))
         params = {"data": name, "files": files, "bytes": size, "runs": runs}
         mib = size / MIB
         figures.append(Figure("B1", f"build throughput, {name}", "MiB/s",

@@ -12,7 +12,6 @@ import random
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from erofsd.cache.store import BlobCache

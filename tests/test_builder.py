@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import build_layers, requires_tool
-from trees import random_tree
 
+from conftest import build_layers, requires_tool
 from erofsd.erofs.builder import Layer, check_chunk_size
 from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.errors import BuildError, InvalidArgument, SourceChanged
@@ -22,6 +21,7 @@ from erofsd.oci.image import build_to_layout, load_chunk_table
 from erofsd.oci.layout import OciLayout
 from erofsd.oci.mediatypes import EROFSD_BLOB, EROFSD_BOOTSTRAP
 from erofsd.oci.reference import LayoutRef
+from trees import random_tree
 
 MIB = 1 << 20
 
@@ -84,7 +84,7 @@ def test_manifest_device_table_and_chunk_tables_agree(tmp_path):
     with open_image(f"oci:{tmp_path / 'out'}") as opened:
         slots = opened.image.slots
         assert [s.tag_text for s in slots] == [b.digest[7:] for b in opened.manifest.blobs]
-        for slot, blob, reader in zip(slots, opened.manifest.blobs, opened.blobs):
+        for slot, blob, reader in zip(slots, opened.manifest.blobs, opened.blobs, strict=True):
             assert slot.blocks * 4096 == blob.data_size
             assert load_chunk_table(reader, blob).data_size == blob.data_size
 

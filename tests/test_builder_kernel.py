@@ -7,13 +7,13 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import build_layers, kernel_mounted, requires_kernel, requires_tool
-from treeutil import assert_same_tree, expected_merge, snapshot_dir, snapshot_image
-from trees import edge_tree, layer_family, random_tree
 
+from conftest import build_layers, kernel_mounted, requires_kernel, requires_tool
 from erofsd.images import open_image
-from erofsd.oci.layout import OciLayout
 from erofsd.oci.image import ErofsdManifest
+from erofsd.oci.layout import OciLayout
+from trees import edge_tree, layer_family, random_tree
+from treeutil import assert_same_tree, expected_merge, snapshot_dir, snapshot_image
 
 
 def _paths(layout_dir: Path, tag: str = "latest") -> tuple[str, list[str]]:

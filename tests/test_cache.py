@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import build_layers
 
+from conftest import build_layers
 from erofsd.cache.blob import CacheTuning
 from erofsd.cache.presentmap import HEADER, HEADER_SIZE, Header
 from erofsd.cache.store import BlobCache
 from erofsd.errors import CacheError, IntegrityError, SourceError
-from erofsd.images import open_image
 from erofsd.oci.image import ErofsdManifest
 from erofsd.oci.layout import OciLayout
 from erofsd.oci.source import LayoutSource
@@ -139,7 +138,8 @@ def test_single_flight_within_a_process(image, tmp_path):
 
 def test_same_volume_and_blob_is_one_object(image, tmp_path):
     cache = BlobCache(tmp_path)
-    s1, s2 = CountingSource(LayoutSource(image["layout"])), CountingSource(LayoutSource(image["layout"]))
+    s1 = CountingSource(LayoutSource(image["layout"]))
+    s2 = CountingSource(LayoutSource(image["layout"]))
     a = cache.acquire("erofs,t", image["ref"], [s1])
     b = cache.acquire("erofs,t", image["ref"], [s2])
     c = cache.acquire("erofs,other", image["ref"], [s1])
@@ -217,6 +217,7 @@ def test_reboot_recovery_drops_torn_chunks(image, tmp_path):
 
 def _reader_process(layout_root, state, ref_json, start, results):
     import json as _json
+
     from erofsd.cache.store import BlobCache
     from erofsd.oci.descriptor import Descriptor
     from erofsd.oci.image import _blob_ref
@@ -264,7 +265,8 @@ def test_write_errors_fail_the_read_and_keep_the_cache_usable(image, tmp_path):
         got, failed = 0, 0
         for i in range(10):
             try:
-                assert blob.read_at(i * 65536, 65536) == image["blob_bytes"][i * 65536:(i + 1) * 65536]
+                expected = image["blob_bytes"][i * 65536:(i + 1) * 65536]
+                assert blob.read_at(i * 65536, 65536) == expected
                 got += 1
             except CacheError as e:
                 assert e.errno == 5 and "No space" in str(e)
@@ -317,8 +319,9 @@ def test_gc_in_another_process_respects_our_use(image, tmp_path):
 
 def test_cli_readahead_and_domain_volumes(image, tmp_path):
     import sys
-    run = lambda *a: subprocess.run([sys.executable, "-m", "erofsd", *map(str, a)],
-                                    capture_output=True)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "erofsd", *map(str, args)],
+                              capture_output=True)
     layout = image["layout"].root
     assert run("cat", f"oci:{layout}", "/f03", "--state-dir", tmp_path, "--domain-id", "d1",
                "--readahead", "0").stdout == (image["src"] / "f03").read_bytes()

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import requires_tool
-from treeutil import assert_same_tree, snapshot_dir
 from trees import edge_tree, random_tree
+from treeutil import assert_same_tree, snapshot_dir
 
 
 def erofsd(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:

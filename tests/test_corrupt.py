@@ -15,10 +15,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import build_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import build_layers
 from erofsd.erofs.image import Image
 from erofsd.erofs.mapping import resolve_device
 from erofsd.erofs.ondisk import (
@@ -280,6 +280,7 @@ def test_huge_sparse_size_reads_in_bounded_memory(small_image):
     assert peak < 16 << 20
 
 
+FIXTURES_OK = [HealthCheck.function_scoped_fixture]
 mutations = st.lists(st.tuples(st.integers(0, 2**20), st.integers(0, 255)), min_size=1,
                      max_size=8)
 
@@ -299,7 +300,7 @@ def _survives(bootstrap: bytes, blobs: list[bytes] | None) -> None:
             assert isinstance(e.errno, int) and e.errno > 0
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=FIXTURES_OK)
 @given(changes=mutations, fix_checksum=st.booleans())
 def test_mutated_erofsd_images_fail_cleanly(small_image, changes, fix_checksum):
     bootstrap, blobs = small_image
@@ -317,14 +318,14 @@ def mkfs_image(tmp_path_factory) -> tuple[bytes, list[bytes]]:
     return Path(base / "img").read_bytes(), [blob.read_bytes()]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=FIXTURES_OK)
 @given(changes=mutations, fix_checksum=st.booleans())
 def test_mutated_mkfs_images_fail_cleanly(mkfs_image, changes, fix_checksum):
     bootstrap, blobs = mkfs_image
     _survives(_mutate(bootstrap, changes, fix_checksum), blobs)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=FIXTURES_OK)
 @given(cut=st.integers(0, 2**16))
 def test_truncated_images_fail_cleanly(small_image, cut):
     bootstrap, blobs = small_image

@@ -14,17 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import build_layers
-from faultproxy import FaultProxy
 
-from erofsd.erofs.chunktable import ChunkTable
+from conftest import build_layers
 from erofsd.cache.presentmap import PresentMap
+from erofsd.erofs.chunktable import ChunkTable
 from erofsd.errors import ErofsdError
 from erofsd.images import ReadOptions, open_image
 from erofsd.oci import source as source_module
 from erofsd.oci.copy import push
 from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
 from erofsd.oci.transport import RetryPolicy, Transport
+from faultproxy import FaultProxy
 
 READS = 2000
 
@@ -47,7 +47,8 @@ def pushed(registry, tmp_path_factory):
 
 @pytest.fixture
 def proxy(registry):
-    p = FaultProxy(registry.host, seed=3, rate=float(os.environ.get("FAULT_RATE", "0.35")), stall_seconds=0.6)
+    rate = float(os.environ.get("FAULT_RATE", "0.35"))  # FAULT_RATE=0 shows the cost of faults
+    p = FaultProxy(registry.host, seed=3, rate=rate, stall_seconds=0.6)
     yield p
     p.stop()
 
@@ -75,7 +76,7 @@ def verify_cache(state: Path) -> int:
         pmap = PresentMap.read_only(str(map_path))
         data = map_path.with_suffix("").read_bytes()
         table = ChunkTable.unpack(data[pmap.header.data_size:], pmap.header.data_size)
-        for entry, present in zip(table.entries, pmap.bytes):
+        for entry, present in zip(table.entries, pmap.bytes, strict=True):
             if present:
                 assert hashlib.sha256(data[entry.offset:entry.end]).digest() == entry.digest
                 checked += 1

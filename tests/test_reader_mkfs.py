@@ -9,13 +9,13 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import requires_tool
-from treeutil import assert_same_tree, snapshot_dir, snapshot_image
-from trees import edge_tree, random_tree
 
+from conftest import requires_tool
 from erofsd.erofs.image import Image
 from erofsd.erofs.readat import FileReadAt
 from erofsd.errors import Unsupported
+from trees import edge_tree, random_tree
+from treeutil import assert_same_tree, snapshot_dir, snapshot_image
 
 pytestmark = requires_tool("mkfs.erofs")
 

@@ -11,10 +11,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import requires_tool
-from registry import Registry
-from treeutil import assert_same_tree, snapshot_image
 
+from conftest import requires_tool
 from erofsd.cache.store import BlobCache
 from erofsd.errors import AuthError, NotFound
 from erofsd.images import ReadOptions, open_image
@@ -25,6 +23,8 @@ from erofsd.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
 from erofsd.oci.source import resolve_image
 from erofsd.oci.transport import Transport
+from registry import Registry
+from treeutil import assert_same_tree, snapshot_image
 
 
 def erofsd(*args, env=None) -> subprocess.CompletedProcess:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from treeutil import assert_same_tree, snapshot_image
-
 from erofsd.cache.store import BlobCache
 from erofsd.images import ReadOptions, open_image
 from erofsd.oci.copy import push
 from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
 from erofsd.oci.transport import Transport
+from treeutil import assert_same_tree, snapshot_image
 
 
 def read_all(ref, state, domain):

@@ -63,7 +63,7 @@ class OpenedImage:
         """Each blob's verified chunk table; None for raw images, which have none."""
         if self.tables is None and self.manifest is not None:
             self.tables = [load_chunk_table(blob, ref)
-                           for blob, ref in zip(self.blobs, self.manifest.blobs)]
+                           for blob, ref in zip(self.blobs, self.manifest.blobs, strict=True)]
         return self.tables
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ def print_inspect(info: dict) -> None:
         for column in ("#", "tag", "blocks", "blob size"):
             table.add_column(column, justify="right" if column != "tag" else "left")
         blobs = info.get("blobs") or [{}] * len(info["devices"])
-        for device, blob in zip(info["devices"], blobs):
+        for device, blob in zip(info["devices"], blobs, strict=True):
             size = format_size(blob["size"]) if "size" in blob else "-"
             table.add_row(str(device["device"]), device["tag"] or "(empty)",
                           str(device["blocks"]), size)

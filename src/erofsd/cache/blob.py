@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import logging
 import os
 import threading
@@ -27,11 +26,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from ..erofs.chunktable import ChunkTable
+from ..erofs.readat import pwrite_all
 from ..errors import CacheError, ErofsdError, IntegrityError, NoSpace, SourceError
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
 from .presentmap import PresentMap, current_boot_id
-from ..erofs.readat import pwrite_all
 
 log = logging.getLogger("erofsd.cache")
 
@@ -109,7 +108,7 @@ class CachedBlob:
 
     @property
     def cached_bytes(self) -> int:
-        return sum(e.length for e, b in zip(self.table.entries, self.pmap.bytes) if b)
+        return self.table.present_bytes(self.pmap.bytes)
 
     def add_source(self, source: BlobSource) -> None:
         with self._lock:
@@ -203,7 +202,7 @@ class CachedBlob:
             for i in group:
                 entry = self.table.entries[i]
                 piece = data[entry.offset - first.offset:entry.end - first.offset]
-                if hashlib.sha256(piece).digest() == entry.digest:
+                if self.table.verify(i, piece):
                     if good_start is None:
                         good_start = i
                     continue
@@ -247,8 +246,7 @@ class CachedBlob:
             dropped = 0
             for i in self.pmap.present_indexes():
                 entry = self.table.entries[i]
-                data = os.pread(self._fd, entry.length, entry.offset)
-                if hashlib.sha256(data).digest() != entry.digest:
+                if not self.table.verify(i, os.pread(self._fd, entry.length, entry.offset)):
                     self.pmap.clear(i)
                     dropped += 1
             self.pmap.update_header(boot_id=current_boot_id())

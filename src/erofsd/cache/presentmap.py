@@ -26,7 +26,9 @@ from ..errors import CorruptImage
 
 MAGIC = b"ERFSDPM1"
 VERSION = 1
-HEADER = struct.Struct("<8sIIQQB7x16sQQQ")  # magic version count size data_size table boot fetched used created
+# magic, version, entry count, blob size, data size, table present, boot id,
+# fetched bytes, last used, created
+HEADER = struct.Struct("<8sIIQQB7x16sQQQ")
 HEADER_SIZE = 4096
 PRESENT = 1
 

@@ -26,13 +26,13 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..erofs.chunktable import ChunkTable
+from ..erofs.readat import pwrite_all
 from ..errors import CacheError, CorruptImage, IntegrityError
 from ..oci.descriptor import sha256_digest
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
 from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
 from .presentmap import PresentMap
-from ..erofs.readat import pwrite_all
 
 log = logging.getLogger("erofsd.cache")
 DEFAULT_STATE_DIR = "/var/lib/erofsd"
@@ -238,19 +238,22 @@ class BlobCache:
             try:
                 fd = _open_locked_shared(str(path), os.O_RDONLY)
             except FileNotFoundError:
-                data = fetch()
-                if len(data) != size or sha256_digest(data) != digest:
-                    raise IntegrityError(f"bootstrap {digest} does not match its digest")
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-                tmp.write_bytes(data)
-                os.chmod(tmp, 0o400)
-                os.replace(tmp, path)
+                self._store_bootstrap(path, digest, size, fetch())
                 continue
             if os.fstat(fd).st_size == size:
                 return str(path), fd
             os.close(fd)
             raise CacheError(f"cached bootstrap {path} has the wrong size")
         raise CacheError(f"cannot keep bootstrap {digest} in {self.bootstraps}")
+
+    @staticmethod
+    def _store_bootstrap(path: Path, digest: str, size: int, data: bytes) -> None:
+        if len(data) != size or sha256_digest(data) != digest:
+            raise IntegrityError(f"bootstrap {digest} does not match its digest")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o400)
+        os.replace(tmp, path)
 
     # -- listing and garbage collection ----------------------------------------
 
@@ -275,8 +278,8 @@ class BlobCache:
                     with open(data_path, "rb") as f:
                         f.seek(header.data_size)
                         table = ChunkTable.unpack(f.read(), header.data_size)
-                    cached = sum(e.length for e, b in zip(table.entries, pmap.bytes) if b)
-                except (OSError, CorruptImage):
+                    cached = table.present_bytes(pmap.bytes)
+                except (OSError, ValueError, CorruptImage):
                     cached = 0
             in_use = not _try_lock(pmap.fd, fcntl.LOCK_EX)
             disk = sum(os.stat(p).st_blocks * 512 for p in (data_path, map_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import BadReference
 from ..oci.copy import pull as pull_image
 from ..oci.copy import push as push_image
 from ..oci.copy import total_size
@@ -11,7 +12,6 @@ from ..oci.layout import OciLayout
 from ..oci.reference import LayoutRef, RegistryRef, parse_reference
 from ..oci.source import resolve_image
 from ..oci.transport import Transport
-from ..errors import BadReference
 from ..progress import progress_bar
 from ..sizes import format_size
 from . import cli

@@ -109,7 +109,8 @@ def write_bootstrap(root: Node, devices: Sequence[DeviceSlot], chunk_size: int, 
     image = bytearray(total_blocks * bs)
     slot_base = SUPER_OFFSET + SUPER_BLOCK.size
     for i, device in enumerate(devices):
-        image[slot_base + i * DEVICE_SLOT.size:slot_base + (i + 1) * DEVICE_SLOT.size] = device.pack()
+        at = slot_base + i * DEVICE_SLOT.size
+        image[at:at + DEVICE_SLOT.size] = device.pack()
     if shared_area:
         image[xattr_blkaddr * bs:xattr_blkaddr * bs + len(shared_area)] = shared_area
     any_chunked = False

@@ -87,6 +87,10 @@ class ChunkTable:
             object.__setattr__(self, "_offsets_cache", cached)
         return cached
 
+    def present_bytes(self, present: bytes | bytearray) -> int:
+        """Bytes in the entries whose flag in ``present`` (one byte per entry) is set."""
+        return sum(e.length for e, flag in zip(self.entries, present, strict=True) if flag)
+
     def verify(self, index: int, data: bytes) -> bool:
         entry = self.entries[index]
         return len(data) == entry.length and hashlib.sha256(data).digest() == entry.digest

@@ -130,7 +130,8 @@ class Authenticator:
         except httpx.HTTPError as e:
             raise SourceError(f"token service {realm}: {type(e).__name__}") from None
         if reply.status_code in (401, 403):
-            raise AuthError(f"token service {realm} refused {'the credentials' if headers else 'anonymous access'} for {wanted}")
+            who = "the credentials" if headers else "anonymous access"
+            raise AuthError(f"token service {realm} refused {who} for {wanted}")
         if reply.status_code != 200:
             raise SourceError(f"token service {realm}: HTTP {reply.status_code}")
         try:
