@@ -19,12 +19,13 @@ def free_port() -> int:
 class Registry:
     """One docker-registry process with its own config and storage; stops by itself."""
 
-    def __init__(self, root: Path, *, htpasswd: tuple[str, str] | None = None) -> None:
+    def __init__(self, root: Path, *, htpasswd: tuple[str, str] | None = None,
+                 auth_config: str = "") -> None:
         self.root = root
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         root.mkdir(parents=True, exist_ok=True)
-        auth = ""
+        auth = auth_config
         if htpasswd:
             user, password = htpasswd
             line = subprocess.run(["htpasswd", "-Bbn", user, password], check=True,

@@ -209,3 +209,65 @@ def test_cache_ls_json_shape(registry, family, tmp_path):
         assert {"blob", "size", "cached_bytes", "fetched_bytes"} <= set(blob)
         assert blob["fetched_bytes"] > 0 and blob["cached_bytes"] <= blob["size"]
     BlobCache(state)  # the state dir stays usable
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory):
+    from tokenauth import TokenService
+    root = tmp_path_factory.mktemp("token-registry")
+    service = TokenService(root, {"bob": "t0ken-pw"})
+    reg = Registry(root / "registry", auth_config=service.registry_auth_config())
+    yield reg, service
+    reg.stop()
+    service.stop()
+
+
+def test_bearer_token_flow(token_registry, family, tmp_path, monkeypatch):
+    reg, service = token_registry
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(_auth_file(
+        tmp_path / "auth.json", reg.host, "bob", "t0ken-pw")))
+    push(parse_layout_ref(f"oci:{family['layout']}:a"), parse_registry_ref(reg.ref("tok/a")),
+         Transport(insecure=True))
+    assert "repository:tok/a:pull,push" in service.issued
+    assert_same_tree(_remote_snapshot(reg.ref("tok/a"), tmp_path / "st"),
+                     local_snapshot(family["layout"], "a"))
+    assert "repository:tok/a:pull" in service.issued
+    # anonymous users get pull-only tokens: pushing is refused, cleanly
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
+    with pytest.raises(AuthError):
+        push(parse_layout_ref(f"oci:{family['layout']}:b"),
+             parse_registry_ref(reg.ref("tok/b")), Transport(insecure=True))
+
+
+def test_redirects_to_a_storage_backend_are_followed(registry, family, tmp_path):
+    """Blob requests answered with 307 to another host (as S3-backed registries do)."""
+    from http.server import BaseHTTPRequestHandler
+
+    redirected = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            redirected.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", f"http://{registry.host}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        push(parse_layout_ref(f"oci:{family['layout']}:a"),
+             parse_registry_ref(registry.ref("redir/a")), Transport(insecure=True))
+        front = f"docker://127.0.0.1:{server.server_address[1]}/redir/a:latest"
+        assert_same_tree(_remote_snapshot(front, tmp_path / "st"),
+                         local_snapshot(family["layout"], "a"))
+        assert any("/blobs/sha256:" in p for p in redirected)
+    finally:
+        server.shutdown()
+        server.server_close()
