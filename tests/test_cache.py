@@ -334,3 +334,33 @@ def test_cli_readahead_and_domain_volumes(image, tmp_path):
 
 def test_present_map_header_is_one_block():
     assert HEADER.size <= HEADER_SIZE == 4096
+
+
+def test_owned_blob_is_never_written_by_others(image, tmp_path):
+    """Another process owns the blob: reads stay right, nothing is stored, no lock is taken."""
+    import fcntl
+    cache, blob, source = open_blob(image, tmp_path)
+    owner = os.open(blob.owner_path, os.O_RDWR | os.O_CREAT, 0o600)
+    pid = os.fork()
+    if pid == 0:  # the owner: hold the lock until told to stop
+        fcntl.flock(os.open(blob.owner_path, os.O_RDWR), fcntl.LOCK_EX)
+        os.write(owner, b"x")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        while os.path.getsize(blob.owner_path) == 0:
+            time.sleep(0.01)
+        assert not blob.writable()
+        assert blob.read_at(65536 * 2 + 5, 70000) == image["blob_bytes"][65536 * 2 + 5:
+                                                                         65536 * 2 + 70005]
+        assert blob.cached_bytes == 0  # verified and served, not stored
+        with open(blob.data_path, "rb") as f:  # only the chunk table is on disk, no chunk
+            assert os.lseek(f.fileno(), 0, os.SEEK_DATA) >= image["ref"].data_size
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(owner)
+    assert blob.writable()  # the owner is gone
+    blob.read_at(0, 10)
+    assert blob.cached_bytes == 65536
+    cache.release(blob)

@@ -49,3 +49,32 @@ def print_cache(volumes) -> None:
                           format_size(blob.cached_bytes), format_size(blob.fetched_bytes),
                           format_size(blob.disk_bytes), "yes" if blob.in_use else "")
     console.print(table)
+
+
+def print_status(view: dict) -> None:
+    console = Console(soft_wrap=True)
+    daemon = view.get("daemon", {})
+    console.print(f"[bold]daemon[/] pid {daemon.get('pid')}, state {daemon.get('state_dir')}, "
+                  f"fanotify {'yes' if daemon.get('fanotify') else 'no'}, "
+                  f"rss {format_size(daemon.get('rss_bytes', 0))}")
+    mounts = Table(title="mounts", title_justify="left")
+    for column in ("name", "mountpoint", "mode", "volume", "blobs", "state", "image"):
+        mounts.add_column(column)
+    for m in view["mounts"]:
+        mounts.add_row(m["name"], m["mountpoint"], m["mode"], m["volume"], str(len(m["blobs"])),
+                       m.get("state", ""), m["image"])
+    console.print(mounts)
+    domains = Table(title="domains", title_justify="left")
+    for column in ("domain", "mounts", "cookies"):
+        domains.add_column(column)
+    for d in view["domains"]:
+        domains.add_row(d["domain_id"], str(d["mounts"]), str(d["cookies"]))
+    console.print(domains)
+    cookies = Table(title="cookies", title_justify="left")
+    for column in ("volume", "blob", "refs", "size", "cached", "fetched", "read"):
+        cookies.add_column(column, justify="right" if column not in ("volume", "blob") else "left")
+    for c in view["cookies"]:
+        cookies.add_row(c["volume"], c["blob"][:19] + "…", str(c["refcount"]),
+                        format_size(c.get("size", 0)), format_size(c.get("cached_bytes", 0)),
+                        format_size(c.get("fetched_bytes", 0)), format_size(c.get("read_bytes", 0)))
+    console.print(cookies)

@@ -9,7 +9,17 @@ do the same. Adjacent misses merge into one request up to
 ``merge_limit``, and a readahead window can extend a miss forward.
 
 A write error (ENOSPC, EIO) fails the read with a CacheError that names
-the cause, marks nothing, and leaves the cache usable. A source that lies
+the cause, marks nothing, and leaves the cache usable.
+
+A blob that a daemon serves to the kernel through fanotify is *owned*: the
+daemon holds an exclusive flock on ``<blob>.owner``, and every write to the
+file must go through its no-notify fd. Any other process never writes it
+(a plain write to a marked file would wait on the daemon, which might be
+waiting on this process's lock). It reads missing chunks from the file
+instead: the read raises a fanotify event, and the owning daemon fetches,
+verifies and stores them. What comes back is verified again here; a chunk
+that does not match (the mark was just dropped) is fetched directly and
+kept in memory only. A source that lies
 is retried, then the read fails with IntegrityError: a wrong byte is never
 returned and never stored.
 """
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import logging
 import os
 import threading
@@ -68,6 +79,9 @@ class CachedBlob:
         self.tuning = tuning
         self.stats = CookieStats()
         self._fd = data_fd
+        self._retired_fds: list[int] = []  # replaced by use_fd; closed with the blob
+        self.owner_path = data_path + ".owner"
+        self.owned = False  # set by the daemon that serves this blob through fanotify
         self._lock = threading.Lock()
         self._inflight: dict[int, threading.Event] = {}
         # where the next miss of each recent sequential stream lands (entry after its fetch)
@@ -84,23 +98,66 @@ class CachedBlob:
         end = min(offset + length, self.ref.data_size)
         if offset >= end:
             return b""
-        self.ensure_range(offset, end)
-        data = os.pread(self._fd, end - offset, offset)
+        unstored = self._ensure_range(offset, end)
+        if unstored:
+            data = self._assemble(offset, end, unstored)
+        else:
+            data = os.pread(self._fd, end - offset, offset)
         self.stats.read_bytes += len(data)
         return data
 
     def ensure_range(self, offset: int, end: int) -> None:
         """Make [offset, end) present without reading it (for kernel data paths)."""
+        if self._ensure_range(offset, end):
+            raise CacheError(f"blob {self.ref.digest} is served by another process; "
+                             "this one cannot store chunks in it")
+
+    def _ensure_range(self, offset: int, end: int) -> dict[int, bytes]:
         wanted = self.table.covering(offset, min(end, self.ref.data_size))
         if all(self.pmap.is_present(i) for i in wanted):
             self.stats.hits += 1
-            return
+            return {}
         self.stats.misses += 1
         started = time.monotonic()
         try:
-            self._ensure(wanted)
+            return self._ensure(wanted)
         finally:
             self.stats.blocked_seconds += time.monotonic() - started
+
+    def _assemble(self, offset: int, end: int, unstored: dict[int, bytes]) -> bytes:
+        """Bytes [offset, end) from present chunks and verified chunks held in memory."""
+        parts = []
+        for i in self.table.covering(offset, end):
+            entry = self.table.entries[i]
+            start, stop = max(offset, entry.offset), min(end, entry.end)
+            piece = unstored.get(i)
+            if piece is None:
+                parts.append(os.pread(self._fd, stop - start, start))
+            else:
+                parts.append(piece[start - entry.offset:stop - entry.offset])
+        return b"".join(parts)
+
+    def use_fd(self, fd: int) -> None:
+        """From now on read and write through ``fd`` (a no-notify fd from fanotify)."""
+        with self._lock:
+            self._retired_fds.append(self._fd)
+            self._fd = fd
+
+    def writable(self) -> bool:
+        """May this process store chunks? Not when another process owns the blob."""
+        if self.owned:
+            return True
+        try:
+            fd = os.open(self.owner_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
 
     @property
     def complete(self) -> bool:
@@ -116,19 +173,23 @@ class CachedBlob:
                 self.sources.append(source)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for fd in [self._fd, *self._retired_fds]:
+            if fd >= 0:
+                os.close(fd)
+        self._fd, self._retired_fds = -1, []
         self.pmap.close()
 
     # -- fetching -------------------------------------------------------------
 
-    def _ensure(self, wanted: range) -> None:
+    def _ensure(self, wanted: range) -> dict[int, bytes]:
+        """Make ``wanted`` present; returns verified chunks it was not allowed to store."""
+        unstored: dict[int, bytes] = {}
         while True:
             with self._lock:
-                missing = [i for i in wanted if not self.pmap.is_present(i)]
+                missing = [i for i in wanted if not self.pmap.is_present(i)
+                           and i not in unstored]
                 if not missing:
-                    return
+                    return unstored
                 mine = [i for i in missing if i not in self._inflight]
                 waits = {self._inflight[i] for i in missing if i in self._inflight}
                 if mine:
@@ -142,7 +203,7 @@ class CachedBlob:
                     self._inflight[i] = event
             if mine:
                 try:
-                    self._fetch(mine)
+                    self._fetch(mine, unstored)
                 finally:
                     with self._lock:
                         for i in mine:
@@ -178,21 +239,50 @@ class CachedBlob:
         runs.append(range(start, prev + 1))
         return runs
 
-    def _fetch(self, indexes: list[int]) -> None:
+    def _fetch(self, indexes: list[int], unstored: dict[int, bytes]) -> None:
+        store = self.writable()
         for run in self._runs(indexes):
-            with self.pmap.locked(run.start, run.stop):
-                self.pmap.refresh(run.start, run.stop)  # another process may have it now
-                todo = [i for i in run if not self.pmap.is_present(i)]
-                for attempt in range(VERIFY_ATTEMPTS):
-                    if not todo:
-                        break
-                    todo = self._fetch_verified(todo, attempt)
-                if todo:
-                    raise IntegrityError(
-                        f"blob {self.ref.digest}: chunk at {self.table.entries[todo[0]].offset} "
-                        f"failed verification {VERIFY_ATTEMPTS} times; not using those bytes")
+            if store:
+                with self.pmap.locked(run.start, run.stop):
+                    self.pmap.refresh(run.start, run.stop)  # another process may have it now
+                    self._fetch_run([i for i in run if not self.pmap.is_present(i)], None)
+            else:
+                self._read_through_owner(list(run), unstored)
 
-    def _fetch_verified(self, todo: list[int], attempt: int) -> list[int]:
+    def _read_through_owner(self, todo: list[int], unstored: dict[int, bytes]) -> None:
+        """Read chunks of an owned blob from its file (the owner fills them); verify."""
+        first, last = self.table.entries[todo[0]], self.table.entries[todo[-1]]
+        # A fresh fd: the kernel decides at open() whether reads of a file raise
+        # pre-content events, and ours may predate the owner's mark.
+        fd = os.open(self.data_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, last.end - first.offset, first.offset)
+        finally:
+            os.close(fd)
+        bad = []
+        for i in todo:
+            entry = self.table.entries[i]
+            piece = data[entry.offset - first.offset:entry.end - first.offset]
+            if self.table.verify(i, piece):
+                unstored[i] = piece
+            else:
+                bad.append(i)
+        if bad:
+            self._fetch_run(bad, unstored)
+
+    def _fetch_run(self, todo: list[int], unstored: dict[int, bytes] | None) -> None:
+        """Fetch and verify ``todo``: stored, or kept in ``unstored`` when that is given."""
+        for attempt in range(VERIFY_ATTEMPTS):
+            if not todo:
+                return
+            todo = self._fetch_verified(todo, attempt, unstored)
+        if todo:
+            raise IntegrityError(
+                f"blob {self.ref.digest}: chunk at {self.table.entries[todo[0]].offset} "
+                f"failed verification {VERIFY_ATTEMPTS} times; not using those bytes")
+
+    def _fetch_verified(self, todo: list[int], attempt: int,
+                        unstored: dict[int, bytes] | None) -> list[int]:
         """One fetch of each contiguous group in ``todo``; returns the entries still bad."""
         bad: list[int] = []
         for group in self._runs(todo):
@@ -203,6 +293,9 @@ class CachedBlob:
                 entry = self.table.entries[i]
                 piece = data[entry.offset - first.offset:entry.end - first.offset]
                 if self.table.verify(i, piece):
+                    if unstored is not None:
+                        unstored[i] = piece
+                        continue
                     if good_start is None:
                         good_start = i
                     continue

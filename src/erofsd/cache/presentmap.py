@@ -139,6 +139,10 @@ class PresentMap:
         """Re-read entries another process may have marked."""
         self.bytes[first:stop] = os.pread(self.fd, stop - first, HEADER_SIZE + first)
 
+    def read_disk(self) -> bytes:
+        """The flags as stored now (other processes' marks included), without adopting them."""
+        return os.pread(self.fd, self.header.entry_count, HEADER_SIZE)
+
     def mark(self, first: int, stop: int) -> None:
         """Entries [first, stop) now hold verified bytes (written before this call)."""
         pwrite_all(self.fd, bytes([PRESENT]) * (stop - first), HEADER_SIZE + first)

@@ -44,8 +44,13 @@ def default_state_dir() -> str:
 
 
 def volume_dirname(key: str) -> str:
-    """A safe, readable directory name for a volume key (long keys end in a hash)."""
-    name = urllib.parse.quote(key, safe=",-_")
+    """A safe directory name for a volume key (long keys end in a hash).
+
+    Everything but [A-Za-z0-9._-] is %-encoded, the ',' of "erofs,<id>"
+    included: the kernel's mount options are comma-separated, so a cache
+    file path with a ',' could not be passed as ``device=``.
+    """
+    name = urllib.parse.quote(key, safe="-_")
     if len(name) > 200:
         name = name[:150] + "~" + sha256(key.encode()).hexdigest()[:40]
     return name

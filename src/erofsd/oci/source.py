@@ -142,6 +142,16 @@ def make_transport(insecure: bool = False, **kwargs) -> Transport:
     return Transport(insecure=insecure, **kwargs)
 
 
+def source_for(text: str, transport: Transport, mirror: str | None = None) -> BlobSource:
+    """The blob source of a reference, without resolving anything (no network)."""
+    ref = parse_reference(text)
+    if isinstance(ref, LayoutRef):
+        source: BlobSource = LayoutSource(OciLayout.open(ref.path))
+    else:
+        source = RegistrySource(RegistryClient(ref.host, transport), ref.repository)
+    return MirrorSource(mirror, transport, source) if mirror else source
+
+
 def resolve_image(text: str, *, transport: Transport | None = None, mirror: str | None = None,
                   platform: str | None = None) -> ResolvedImage:
     """The manifest a reference names (an index resolved by platform) and its blob source."""

@@ -1,0 +1,1 @@
+"""The erofsd daemon: mounts images in shared domains and serves their bytes."""
