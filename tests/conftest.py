@@ -87,3 +87,57 @@ def family(tmp_path_factory):
     build_layers([base, app1], out, tag="a", chunk_size=64 * 1024)
     build_layers([base, app2], out, tag="b", chunk_size=64 * 1024)
     return {"layout": out, "base": base, "app1": app1, "app2": app2}
+
+
+# -- a real daemon -----------------------------------------------------------------
+
+from daemonutil import DaemonProc  # noqa: E402
+
+
+def _daemon_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the daemon mounts filesystems: needs root"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    return None
+
+
+requires_daemon = pytest.mark.skipif(_daemon_skip_reason() is not None,
+                                     reason=_daemon_skip_reason() or "")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    reason = _daemon_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    proc = DaemonProc(tmp_path / "d")
+    yield proc
+    proc.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pushed_family(registry, family):
+    """docker:// references of images A and B (sharing their base) in the test registry."""
+    from erofsd.oci.copy import push
+    from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
+    from erofsd.oci.transport import Transport
+    refs = {}
+    for tag in ("a", "b"):
+        refs[tag] = registry.ref("seed/img", tag)
+        push(parse_layout_ref(f"oci:{family['layout']}:{tag}"), parse_registry_ref(refs[tag]),
+             Transport(insecure=True))
+    return refs
+
+
+@pytest.fixture(scope="session")
+def family_snapshots(family):
+    from treeutil import snapshot_image
+
+    from erofsd.images import open_image
+    snaps = {}
+    for tag in ("a", "b"):
+        with open_image(f"oci:{family['layout']}:{tag}") as opened:
+            snaps[tag] = snapshot_image(opened.image)
+            snaps[tag + "_manifest"] = opened.manifest
+    return snaps

@@ -20,8 +20,10 @@ FAULTS = ("http500", "reset", "stall", "short", "flip", "range")
 
 class FaultProxy:
     def __init__(self, upstream: str, *, seed: int = 1, rate: float = 0.3,
-                 stall_seconds: float = 1.0, weights: dict[str, float] | None = None) -> None:
+                 stall_seconds: float = 1.0, weights: dict[str, float] | None = None,
+                 delay: float = 0.0) -> None:
         self.upstream = upstream
+        self.delay = delay  # added to every blob GET: a slow registry, not a fault
         self.rng = random.Random(seed)
         self.rate = rate
         self.stall_seconds = stall_seconds
@@ -98,6 +100,8 @@ class FaultProxy:
 
     def _forward(self, request: BaseHTTPRequestHandler) -> None:
         fault = self._choose(request)
+        if self.delay and request.command == "GET" and "/blobs/sha256:" in request.path:
+            time.sleep(self.delay)
         if fault == "reset":
             request.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                           b"\x01\x00\x00\x00\x00\x00\x00\x00")

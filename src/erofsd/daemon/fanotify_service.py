@@ -48,6 +48,9 @@ class FanotifyService:
         self.events = 0
         self.denied = 0
         self._stopping = False
+        # set once the daemon has taken its mounts back: events of other processes
+        # (a restarted daemon gets the pending ones at once) wait for it
+        self.ready = trio.Event()
 
     # -- the holder ---------------------------------------------------------------
 
@@ -158,13 +161,20 @@ class FanotifyService:
         event_id = message["event"]
         allow, code = False, errno.EIO
         try:
-            st = os.fstat(fd)
-            blob = self._by_inode.get((st.st_dev, st.st_ino))
-            if blob is None:
-                log.warning("event on a file erofsd does not serve (inode %d): denied",
-                            st.st_ino)
+            if message["pid"] == os.getpid():
+                # Our own I/O on a marked file (a restarted daemon reopening its cache):
+                # it reads present or verified bytes, or writes; nothing to fill.
+                allow = True
             else:
-                allow, code = await self._fill(blob, fd, message["offset"], message["count"])
+                await self.ready.wait()
+                st = os.fstat(fd)
+                blob = self._by_inode.get((st.st_dev, st.st_ino))
+                if blob is None:
+                    log.warning("event on a file erofsd does not serve (inode %d): denied",
+                                st.st_ino)
+                else:
+                    allow, code = await self._fill(blob, fd, message["offset"],
+                                                   message["count"])
         except OSError as e:
             code = e.errno or errno.EIO
         finally:

@@ -48,14 +48,16 @@ async def _main(state_dir: str, socket_path: str) -> None:
         await daemon.fanotify.connect()
     else:
         log.warning("fanotify is not available (%s); mounts use FUSE", daemon.fanotify_problem)
-    await daemon.restore()
     try:
         async with trio.open_nursery() as nursery:
             def stop_soon() -> None:  # after the reply to /v1/stop has gone out
                 nursery.start_soon(_cancel_later, nursery.cancel_scope)
 
-            if daemon.fanotify is not None:
+            if daemon.fanotify is not None:  # first: restoring mounts raises events too
                 await nursery.start(daemon.fanotify.serve)
+            await daemon.restore()
+            if daemon.fanotify is not None:
+                daemon.fanotify.ready.set()
             await nursery.start(serve, socket_path, Api(daemon, stop_soon).handle)
             nursery.start_soon(_on_signals, daemon, nursery.cancel_scope)
             log.info("erofsd daemon %d ready on %s (state %s)", os.getpid(), socket_path,
