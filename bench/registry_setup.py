@@ -7,10 +7,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.registry import Registry
-
 from erofsd.erofs.builder import Layer
 from erofsd.erofs.dirlayer import read_dir_layer
+from erofsd.localregistry import Registry
 from erofsd.oci.copy import push
 from erofsd.oci.image import build_to_layout
 from erofsd.oci.reference import LayoutRef, parse_layout_ref, parse_registry_ref

@@ -1,38 +1,72 @@
 #!/bin/sh
-# The erofsd demo: build a layered image from real trees on this machine,
-# then look inside it. Everything goes to ./demo-out (removed first).
+# The erofsd demo, as root: two images that share a base layer, built from
+# real trees on this machine, pushed to a registry on 127.0.0.1, mounted
+# lazily in one shared domain. The shared blob is fetched once.
+# Everything lives in ./demo-out (removed first) and is cleaned up at the end.
 set -eu
 cd "$(dirname "$0")/.."
 E=".venv/bin/erofsd"
-OUT=demo-out
+OUT="$PWD/demo-out"
 STDLIB=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+export EROFSD_SOCKET="$OUT/erofsd.sock"
+export EROFSD_STATE_DIR="$OUT/state"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+cleanup() {
+    for m in "$OUT"/mnt/*; do mountpoint -q "$m" 2>/dev/null && $E umount "$m" >/dev/null 2>&1 || true; done
+    $E stop >/dev/null 2>&1 || true
+    if [ -n "${REGISTRY_PID:-}" ]; then kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" || true; fi
+}
 
+if [ -d "$OUT/mnt" ]; then
+    for m in "$OUT"/mnt/*; do umount -l "$m" 2>/dev/null || true; done
+fi
 rm -rf "$OUT"
-mkdir -p "$OUT/base/usr/lib/python3" "$OUT/app/app" "$OUT/app/usr/lib/python3/json"
-step "two layers from real trees: a base with part of the Python stdlib, an app on top"
+mkdir -p "$OUT/base/usr/lib/python3" "$OUT/app1/app" "$OUT/app2/app" "$OUT/mnt/a" "$OUT/mnt/b"
+trap cleanup EXIT
+
+step "layers from real trees: a base with part of the Python stdlib, and two apps on it"
 for pkg in json email http sqlite3 asyncio; do
     cp -a "$STDLIB/$pkg" "$OUT/base/usr/lib/python3/"
 done
-printf 'import json\nprint(json.dumps({"hello": "erofsd"}))\n' > "$OUT/app/app/main.py"
-touch "$OUT/app/usr/lib/python3/json/.wh.tool.py"   # the app layer deletes a base file
-echo "base: $(find "$OUT/base" -type f | wc -l) files; app: main.py and a whiteout of json/tool.py"
+printf 'import json\nprint(json.dumps({"app": 1}))\n' > "$OUT/app1/app/main.py"
+printf 'import email\nprint("app 2 reads", email.__name__)\n' > "$OUT/app2/app/main.py"
+echo "base: $(find "$OUT/base" -type f | wc -l) files, $(du -sh "$OUT/base" | cut -f1)"
 
-step "erofsd build $OUT/base $OUT/app $OUT/image --tag demo"
-$E build "$OUT/base" "$OUT/app" "$OUT/image" --tag demo
+step "erofsd build: image A = base + app1, image B = base + app2 (one blob per layer)"
+$E build "$OUT/base" "$OUT/app1" "$OUT/images" --tag a
+$E build "$OUT/base" "$OUT/app2" "$OUT/images" --tag b
+echo "the base blob is the same in both:"
+$E inspect "oci:$OUT/images:a" --json | .venv/bin/python -c 'import json,sys; print("  A:", [b["digest"][:19] for b in json.load(sys.stdin)["blobs"]])'
+$E inspect "oci:$OUT/images:b" --json | .venv/bin/python -c 'import json,sys; print("  B:", [b["digest"][:19] for b in json.load(sys.stdin)["blobs"]])'
 
-step "erofsd inspect oci:$OUT/image:demo"
-$E inspect "oci:$OUT/image:demo"
+step "a docker-registry on 127.0.0.1, and erofsd push"
+.venv/bin/python -m erofsd.localregistry "$OUT/registry" > "$OUT/registry.host" 2>>"$OUT/registry.log" &
+REGISTRY_PID=$!
+while [ ! -s "$OUT/registry.host" ]; do sleep 0.1; done
+HOST=$(cat "$OUT/registry.host")
+$E push "oci:$OUT/images:a" "docker://$HOST/demo/app:a" --insecure
+$E push "oci:$OUT/images:b" "docker://$HOST/demo/app:b" --insecure
 
-step "erofsd ls -l oci:$OUT/image:demo /usr/lib/python3/json   (tool.py is gone)"
-$E ls -l "oci:$OUT/image:demo" /usr/lib/python3/json
+step "erofsd mount A and B in domain d1 (the first mount starts the daemon)"
+$E mount "docker://$HOST/demo/app:a" "$OUT/mnt/a" --domain-id d1 --insecure
+$E mount "docker://$HOST/demo/app:b" "$OUT/mnt/b" --domain-id d1 --insecure
 
-step "erofsd cat oci:$OUT/image:demo /app/main.py"
-$E cat "oci:$OUT/image:demo" /app/main.py
+step "run the apps from the mounts, then read every file of both images"
+python3 "$OUT/mnt/a/app/main.py"
+python3 "$OUT/mnt/b/app/main.py"
+tar cf - -C "$OUT/mnt/a" . | wc -c | xargs echo "bytes read through A:"
+tar cf - -C "$OUT/mnt/b" . | wc -c | xargs echo "bytes read through B:"
+diff -r "$OUT/mnt/a/usr" "$OUT/base/usr" && echo "A's tree equals its source"
 
-step "erofsd check oci:$OUT/image:demo   (every chunk against its sha256)"
-$E check "oci:$OUT/image:demo"
+step "erofsd status: base has refcount 2 and was fetched once (fetched <= size)"
+$E status
 
-step "the image is a plain OCI layout: bootstrap + one blob per layer"
-ls -l "$OUT/image/blobs/sha256"
+step "erofsd cache ls: one copy of base on disk for the whole domain"
+$E cache ls
+
+step "erofsd umount, erofsd stop: the domain goes away, the cached bytes stay"
+$E umount "$OUT/mnt/a"
+$E umount "$OUT/mnt/b"
+$E stop
+$E cache ls

@@ -60,7 +60,7 @@ def session_dir(tmp_path_factory) -> Path:
 
 # -- a real registry --------------------------------------------------------------
 
-from registry import Registry, have_registry  # noqa: E402
+from erofsd.localregistry import Registry, have_registry  # noqa: E402
 
 requires_registry = pytest.mark.skipif(not have_registry(),
                                        reason="docker-registry is not installed")
@@ -132,9 +132,8 @@ def pushed_family(registry, family):
 
 @pytest.fixture(scope="session")
 def family_snapshots(family):
-    from treeutil import snapshot_image
-
     from erofsd.images import open_image
+    from treeutil import snapshot_image
     snaps = {}
     for tag in ("a", "b"):
         with open_image(f"oci:{family['layout']}:{tag}") as opened:

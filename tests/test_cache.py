@@ -364,3 +364,14 @@ def test_owned_blob_is_never_written_by_others(image, tmp_path):
     blob.read_at(0, 10)
     assert blob.cached_bytes == 65536
     cache.release(blob)
+
+
+def test_state_dir_from_the_environment_does_not_reroute_layout_reads(image, tmp_path):
+    """$EROFSD_STATE_DIR says where the cache is; it does not make local reads use it."""
+    import sys
+    env = {**os.environ, "EROFSD_STATE_DIR": str(tmp_path / "st")}
+    result = subprocess.run([sys.executable, "-m", "erofsd", "ls", f"oci:{image['layout'].root}"],
+                            capture_output=True, env=env)
+    assert result.returncode == 0 and b"f00" in result.stdout
+    cache_dir = tmp_path / "st" / "cache"
+    assert not cache_dir.exists() or not any(cache_dir.iterdir())

@@ -15,8 +15,6 @@ import threading
 import time
 
 import pytest
-from faultproxy import FaultProxy
-from treeutil import assert_same_tree, snapshot_dir
 
 from erofsd.errors import (
     AlreadyExists,
@@ -27,6 +25,8 @@ from erofsd.errors import (
     InvalidName,
     NotFound,
 )
+from faultproxy import FaultProxy
+from treeutil import assert_same_tree, snapshot_dir
 
 MODES = ["fanotify", "fuse"]
 

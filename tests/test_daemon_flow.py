@@ -9,11 +9,11 @@ every mount equals the source.
 from __future__ import annotations
 
 import pytest
-from treeutil import assert_same_tree, snapshot_dir
 
 from erofsd.cache.store import BlobCache
 from erofsd.domain import default_fsid
 from erofsd.errors import AlreadyExists
+from treeutil import assert_same_tree, snapshot_dir
 
 MODES = ["fanotify", "fuse"]
 
@@ -46,6 +46,7 @@ def test_seed_flow(daemon, pushed_family, family_snapshots, mode):
     client.mount(b, daemon.mountpoint("b"), domain_id="d1", mode=mode, insecure=True)
     status = client.status()
     assert cookies(status)[("erofs,d1", base)]["refcount"] == 2
+    assert cookies(status)[("erofs,d1", app2)]["refcount"] == 1
     assert status["domains"][0]["mounts"] == 2
     assert_same_tree(snapshot_dir(daemon.mountpoint("a")), family_snapshots["a"])
     assert_same_tree(snapshot_dir(daemon.mountpoint("b")), family_snapshots["b"])

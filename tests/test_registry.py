@@ -16,6 +16,7 @@ from conftest import requires_tool
 from erofsd.cache.store import BlobCache
 from erofsd.errors import AuthError, NotFound
 from erofsd.images import ReadOptions, open_image
+from erofsd.localregistry import Registry
 from erofsd.oci.copy import pull, push
 from erofsd.oci.descriptor import Descriptor, canonical_json
 from erofsd.oci.layout import OciLayout
@@ -23,7 +24,6 @@ from erofsd.oci.mediatypes import OCI_INDEX, OCI_MANIFEST
 from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
 from erofsd.oci.source import resolve_image
 from erofsd.oci.transport import Transport
-from registry import Registry
 from treeutil import assert_same_tree, snapshot_image
 
 

@@ -43,10 +43,11 @@ class ReadOptions:
     mirror: str | None = None
     platform: str | None = None
     readahead: int | None = None  # bytes fetched past a miss; None: the cache's default
+    through_cache: bool = False  # read a local layout through the cache too
 
     @property
     def wants_cache(self) -> bool:
-        return bool(self.state_dir or self.domain_id or self.fsid)
+        return bool(self.through_cache or self.domain_id or self.fsid)
 
 
 @dataclasses.dataclass

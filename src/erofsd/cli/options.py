@@ -36,8 +36,12 @@ def read_options(command):
     @functools.wraps(command)
     def wrapper(*args, state_dir, domain_id, fsid, insecure, mirror, platform, readahead,
                 **kwargs):
+        # --state-dir on the command line asks for the cache; $EROFSD_STATE_DIR only
+        # says where the cache is, for when it is used
+        source = click.get_current_context().get_parameter_source("state_dir")
         options = ReadOptions(state_dir=state_dir, domain_id=domain_id, fsid=fsid,
                               insecure=insecure, mirror=mirror, platform=platform,
-                              readahead=parse_size(readahead) if readahead else None)
+                              readahead=parse_size(readahead) if readahead else None,
+                              through_cache=source is click.core.ParameterSource.COMMANDLINE)
         return command(*args, options=options, **kwargs)
     return wrapper

@@ -1,4 +1,9 @@
-"""A real registry for tests: Debian's docker-registry (CNCF distribution) on 127.0.0.1."""
+"""A local OCI registry: Debian's docker-registry (CNCF distribution) on 127.0.0.1.
+
+For the demo, the tests and the benchmarks: each instance has its own
+config and storage, listens on a free loopback port, and stops by itself
+(``stop``, or SIGTERM to ``python -m erofsd.localregistry DIR``).
+"""
 
 from __future__ import annotations
 
@@ -73,3 +78,22 @@ class Registry:
 
 def have_registry() -> bool:
     return shutil.which("docker-registry") is not None
+
+
+def main() -> None:
+    """Serve a registry from DIR until SIGTERM; print its host:port first."""
+    import signal
+    import sys
+    import threading
+
+    stopping = threading.Event()  # the handler only sets it: Popen.wait is not reentrant
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    registry = Registry(Path(sys.argv[1]))
+    print(registry.host, flush=True)
+    while not stopping.is_set() and registry.process.poll() is None:
+        stopping.wait(0.5)
+    registry.stop()
+
+
+if __name__ == "__main__":
+    main()
