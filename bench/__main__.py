@@ -6,10 +6,10 @@ import argparse
 import platform
 import time
 
-from . import b1_build, lazy_reads
+from . import b1_build, b2_warm, b6_memory, lazy_reads
 from .common import print_table, write_json
 
-SUITE = {"B1": b1_build.run, "B3": lazy_reads.run}
+SUITE = {"B1": b1_build.run, "B2": b2_warm.run, "B3": lazy_reads.run, "B6": b6_memory.run}
 
 
 def main() -> None:

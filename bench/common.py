@@ -155,3 +155,19 @@ def write_json(figures: list[Figure], path: str) -> None:
     with open(path, "w") as out:
         for f in figures:
             out.write(json.dumps(f.to_json()) + "\n")
+
+
+def tests_on_path() -> None:
+    """The benchmarks reuse the tests' helpers (a daemon per run) rather than copy them."""
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+
+
+def time_tar(mountpoint: str) -> Sample:
+    """`tar cf - -C MOUNT . | cat > /dev/null` with the page cache dropped first.
+
+    Not `tar cf /dev/null`: GNU tar notices /dev/null and reads no file data.
+    """
+    drop_caches()
+    return run_timed(["sh", "-c", f"tar cf - -C '{mountpoint}' . | cat > /dev/null"])

@@ -106,6 +106,10 @@ class CachedBlob:
         self.stats.read_bytes += len(data)
         return data
 
+    def is_present(self, offset: int, length: int) -> bool:
+        """Every chunk of [offset, offset+length) is here: reading it fetches nothing."""
+        return all(self.pmap.is_present(i) for i in self.table.covering(offset, offset + length))
+
     def ensure_range(self, offset: int, end: int) -> None:
         """Make [offset, end) present without reading it (for kernel data paths)."""
         if self._ensure_range(offset, end):

@@ -176,7 +176,7 @@ class Daemon:
                     await trio.to_thread.run_sync(
                         mount_erofs, bootstrap_path, record.mountpoint,
                         [b.data_path for b in blobs])
-                    _set_readahead(record.mountpoint)
+                    set_readahead(record.mountpoint)
             elif not restoring:
                 record.worker_pid = await self.fuse.start(record)
         except BaseException:
@@ -311,7 +311,7 @@ class Daemon:
         return {"kept": []}
 
 
-def _set_readahead(mountpoint: str) -> None:
+def set_readahead(mountpoint: str) -> None:
     """A generous readahead on the mount's bdi, so the kernel asks in large ranges."""
     try:
         dev = os.stat(mountpoint).st_dev

@@ -251,6 +251,19 @@ class Image:
             offset += n
         return b"".join(parts)
 
+    def cached(self, inode: Inode, offset: int, length: int) -> bool:
+        """True when reading this range of a file waits on no fetch (all bytes are local)."""
+        end = min(inode.size, offset + length)
+        while offset < end:
+            extent = self.map(inode, offset)
+            if extent.device and self._devices is not None:
+                present = getattr(self._devices[extent.device - 1], "is_present", None)
+                if present is not None and not present(extent.physical,
+                                                       min(extent.length, end - offset)):
+                    return False
+            offset += extent.length
+        return True
+
     def read(self, inode: Inode, offset: int, length: int) -> bytes:
         """Bytes of a regular file; short only at its end."""
         if inode.is_dir:

@@ -3,7 +3,9 @@
 ``read_at(offset, length)`` returns up to ``length`` bytes and fewer only at
 the end of the object. Nothing shares a seek pointer, so any number of
 threads can read one image at once. Later layers (the blob cache, remote
-sources) implement the same two members.
+sources) implement the same two members. A device that may have to fetch
+bytes can also offer ``is_present(offset, length)``: True when a read of
+that range will not wait on the network.
 """
 
 from __future__ import annotations

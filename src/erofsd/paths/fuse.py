@@ -125,6 +125,8 @@ class ErofsFuse(pyfuse3.Operations):
     @_errnos
     async def read(self, fh, off, size):
         inode = self._inode(fh)
+        if self.image.cached(inode, off, size):  # local bytes: a thread hop costs more
+            return self.image.read(inode, off, size)
         return await trio.to_thread.run_sync(self.image.read, inode, off, size,
                                              limiter=_READ_THREADS)
 

@@ -1,0 +1,75 @@
+"""B2 warm read: a whole tree read through the mount, blobs fully cached, page cache dropped.
+
+- the fanotify mount against a kernel EROFS mount of the same bootstrap and
+  blob as plain local files (the physical limit);
+- the FUSE mount against squashfuse on an uncompressed squashfs of the tree.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+from erofsd.daemon.service import set_readahead
+from erofsd.erofs.builder import Layer
+from erofsd.erofs.dirlayer import read_dir_layer
+from erofsd.images import open_image
+from erofsd.oci.image import build_to_layout
+from erofsd.oci.reference import LayoutRef
+from erofsd.paths.kernel_mount import mount_erofs
+
+from .common import MIB, Figure, alternate, median, stdlib_tree, tests_on_path, time_tar, tree_bytes
+
+
+def run(quick: bool) -> list[Figure]:
+    tests_on_path()
+    from daemonutil import DaemonProc
+
+    runs = 3 if quick else 7  # cold reads after drop_caches are the noisiest figure here
+    tree = stdlib_tree()
+    _, size = tree_bytes(tree)
+    mib = size / MIB
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="erofsd-bench-b2-") as tmp:
+        root = Path(tmp)
+        build_to_layout([Layer(*read_dir_layer(tree), str(tree))], LayoutRef(str(root / "img")),
+                        chunk_size=1 << 20)
+        image = f"oci:{root / 'img'}"
+        with open_image(image) as opened:
+            layout_blobs = [b.path for b in opened.blobs]
+            bootstrap = root / "img" / "blobs" / "sha256" / opened.manifest.bootstrap.digest[7:]
+        daemon = DaemonProc(root / "daemon")
+        local = root / "local"
+        local.mkdir()
+        squash, squash_mnt = root / "tree.sqfs", root / "squash"
+        squash_mnt.mkdir()
+        try:
+            fan = daemon.mountpoint("fanotify")
+            fuse = daemon.mountpoint("fuse")
+            daemon.client.mount(image, fan, mode="fanotify", domain_id="warm")
+            daemon.client.mount(image, fuse, mode="fuse", domain_id="warm-fuse")
+            for mountpoint in (fan, fuse):  # fill the cache: the mount is then warm
+                time_tar(mountpoint)
+            mount_erofs(str(bootstrap), str(local), layout_blobs)
+            set_readahead(str(local))  # the same readahead the daemon gives its mounts
+            subprocess.run(["mksquashfs", str(tree), str(squash), "-noI", "-noId", "-noD",
+                            "-noF", "-noX", "-quiet", "-no-progress"], check=True,
+                           stdout=subprocess.DEVNULL)
+            subprocess.run(["squashfuse", str(squash), str(squash_mnt)], check=True)
+            ours, peer = alternate(runs, lambda: time_tar(fan), lambda: time_tar(str(local)))
+            params = {"data": "stdlib", "bytes": size, "runs": runs}
+            figures.append(Figure("B2", "warm read, fanotify mount", "MiB/s",
+                                  mib / median(ours), "kernel EROFS on local files",
+                                  mib / median(peer), params, goal=">= 0.95"))
+            ours, peer = alternate(runs, lambda: time_tar(fuse),
+                                   lambda: time_tar(str(squash_mnt)))
+            figures.append(Figure("B2", "warm read, FUSE mount", "MiB/s", mib / median(ours),
+                                  "squashfuse (uncompressed)", mib / median(peer), params,
+                                  goal=">= 1.0"))
+        finally:
+            for point in (local, squash_mnt):
+                subprocess.run(["umount", "-l", str(point)], stderr=subprocess.DEVNULL)
+            daemon.cleanup()
+    return figures
+
