@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="erofs-utils squashfs-tools skopeo docker-registry apache2-utils fuse3 libfuse3-dev pkg-config gcc"
+PACKAGES="erofs-utils squashfs-tools skopeo docker-registry apache2-utils fuse3 libfuse3-dev pkg-config gcc umoci tar"
 
 missing=""
 for p in $PACKAGES; do

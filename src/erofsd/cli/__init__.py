@@ -56,7 +56,7 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    from . import build, cache, daemon, read, transfer  # noqa: F401  (they register commands)
+    from . import build, cache, convert, daemon, read, transfer  # noqa: F401  (register commands)
     cli(prog_name="erofsd", auto_envvar_prefix=None)
 
 

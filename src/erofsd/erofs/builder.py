@@ -93,26 +93,27 @@ def build(layers: Sequence[Layer], workdir: str, *, chunk_size: int = DEFAULT_CH
             info, saved = write_layer_blob(layer, device, workdir, chunk_size, progress)
             blobs.append(info)
             deduplicated += saved
+        result = assemble([layer.tree for layer in layers], blobs, chunk_size)
     except BaseException:
         for info in blobs:
             os.unlink(info.path)
         raise
+    return dataclasses.replace(result, deduplicated_bytes=deduplicated)
+
+
+def assemble(trees: Sequence[Node], blobs: Sequence[BlobInfo], chunk_size: int) -> BuildResult:
+    """Merge layer trees whose blobs are written (``node.device`` set) into a bootstrap."""
     merged: Node | None = None
-    for layer in layers:
-        merged = merge_layer(merged, layer.tree)
+    for tree in trees:
+        merged = merge_layer(merged, tree)
     assert merged is not None
     slots = [DeviceSlot(info.hex.encode(), info.data_size >> BLOCK_SIZE_BITS) for info in blobs]
     uuid = hashlib.sha256("".join(b.digest for b in blobs).encode()).digest()[:16]
-    try:
-        bootstrap = write_bootstrap(merged, slots, chunk_size, uuid=uuid)
-    except BaseException:
-        for info in blobs:
-            os.unlink(info.path)
-        raise
+    bootstrap = write_bootstrap(merged, slots, chunk_size, uuid=uuid)
     nodes = {node for _, node in iter_tree(merged)}
     return BuildResult(
         bootstrap=bootstrap, blobs=tuple(blobs), chunk_size=chunk_size, inodes=len(nodes),
-        file_bytes=sum(n.size for n in nodes if n.is_reg), deduplicated_bytes=deduplicated)
+        file_bytes=sum(n.size for n in nodes if n.is_reg), deduplicated_bytes=0)
 
 
 def total_file_bytes(layers: Sequence[Layer]) -> int:

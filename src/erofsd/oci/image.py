@@ -167,7 +167,8 @@ def write_result(layout: OciLayout, tag: str, result: BuildResult, *,
     try:
         blob_descs = []
         for i, info in enumerate(result.blobs):
-            put_file(info.path, info.digest)
+            if info.path:  # no path: the destination already has this blob
+                put_file(info.path, info.digest)
             extra = blob_annotations[i] if blob_annotations else None
             blob_descs.append(blob_descriptor(info, extra))
         bootstrap = Descriptor(EROFSD_BOOTSTRAP, put_bytes(result.bootstrap),

@@ -1,0 +1,48 @@
+"""erofsd convert."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ..cache.store import default_state_dir
+from ..erofs.builder import DEFAULT_CHUNK_SIZE
+from ..oci.convert import convert as convert_image
+from ..progress import progress_bar
+from ..sizes import format_size, parse_size
+from . import cli
+from .options import insecure_option, quiet_option, state_dir_option
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("destination")
+@click.option("--platform", default=None, metavar="OS/ARCH",
+              help="Which manifest of an image index (default: linux and this machine).")
+@click.option("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), show_default=True,
+              help="Chunk size: a power of two >= 4096 (e.g. 1M, 64K).")
+@click.option("--rootless", is_flag=True,
+              help="The tree is for rootless containers: refuse device nodes.")
+@insecure_option
+@state_dir_option
+@quiet_option
+def convert(source: str, destination: str, platform: str | None, chunk_size: str,
+            rootless: bool, insecure: bool, state_dir: str | None, quiet: bool) -> None:
+    """Convert an OCI or Docker image into an erofsd image, one blob per layer.
+
+    SOURCE and DESTINATION are oci:DIR[:TAG] or docker://HOST/REPO:TAG.
+    Layers converted before (remembered in the state directory) are not
+    read again when the destination already has their blobs.
+    """
+    started = time.monotonic()
+    with progress_bar("converting", None, quiet) as bar:
+        report = convert_image(source, destination, state_dir=state_dir or default_state_dir(),
+                               platform=platform, chunk_size=parse_size(chunk_size),
+                               insecure=insecure, rootless=rootless, progress=bar,
+                               on_total=bar.set_total if bar else None)
+    if not quiet:
+        click.echo(f"converted {source} to {destination} ({report.manifest.digest}): "
+                   f"{report.layers} layer(s), {report.converted} converted, {report.reused} "
+                   f"reused; {format_size(report.file_bytes)} of files in "
+                   f"{time.monotonic() - started:.1f}s")

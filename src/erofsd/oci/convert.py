@@ -1,0 +1,236 @@
+"""Convert an ordinary OCI or Docker image into an erofsd image, one blob per layer.
+
+Each tar layer is streamed once: decompressed, checked against its digests,
+read into a layer tree while its file data goes into a new blob. The blob
+depends only on the layer's bytes, so a layer shared by two images becomes
+the same blob in both, and so shares cache in a domain. The layer trees are
+merged (whiteouts applied) into one bootstrap.
+
+Conversions are remembered in the state directory (layer digest -> blob and
+layer tree): a layer whose blob the destination already has is not read
+again. Nothing is written to the destination until every layer converted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..erofs import treecodec
+from ..erofs.blobwriter import BlobInfo, BlobWriter
+from ..erofs.builder import DEFAULT_CHUNK_SIZE, BuildResult, assemble, check_chunk_size
+from ..erofs.tarlayer import TarLayerReader
+from ..erofs.tree import Node, merge_layer
+from ..errors import BadReference, BuildError, IntegrityError
+from .copy import manifest_blobs, push
+from .descriptor import Descriptor, sha256_digest
+from .image import config_bytes, write_result
+from .layerstream import LayerIntegrityError, LayerStream
+from .layout import OciLayout
+from .manifest import parse_object
+from .mediatypes import EROFSD_BLOB, EROFSD_BOOTSTRAP
+from .reference import LayoutRef, RegistryRef, parse_reference
+from .registry import RegistryClient
+from .source import BlobSource, resolve_image
+from .transport import Transport
+
+SOURCE_LAYER = "io.erofsd.source-layer"
+Progress = Callable[[int], None]
+
+
+@dataclasses.dataclass
+class ConvertReport:
+    manifest: Descriptor
+    layers: int
+    converted: int
+    reused: int
+    bytes_read: int
+    file_bytes: int
+
+
+class ConversionCache:
+    """layer digest -> (blob, layer tree), one JSON file each, under <state>/convert/."""
+
+    def __init__(self, state_dir: str | os.PathLike) -> None:
+        self.dir = Path(state_dir) / "convert"
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, layer: str, chunk_size: int, rootless: bool) -> Path:
+        suffix = "-rootless" if rootless else ""
+        return self.dir / f"{layer.split(':', 1)[1]}-{chunk_size}{suffix}.json"
+
+    def get(self, layer: str, chunk_size: int, rootless: bool) -> dict | None:
+        try:
+            return json.loads(self._path(layer, chunk_size, rootless).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, layer: str, chunk_size: int, rootless: bool, blob: BlobInfo,
+            tree: list) -> None:
+        path = self._path(layer, chunk_size, rootless)
+        record = {"layer": layer, "blob": {k: v for k, v in dataclasses.asdict(blob).items()
+                                           if k != "path"}, "tree": tree}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+
+class _LayoutDestination:
+    def __init__(self, ref: LayoutRef) -> None:
+        self.ref = ref
+        self.created = not os.path.exists(ref.path)
+        self.layout = OciLayout.create(ref.path)
+        self.workdir = tempfile.mkdtemp(prefix=".erofsd-convert-", dir=self.layout.temp_dir())
+
+    def has_blob(self, digest: str) -> bool:
+        return self.layout.has_blob(digest)
+
+    def finish(self, result: BuildResult, annotations: list[dict], config: bytes) -> Descriptor:
+        return write_result(self.layout, self.ref.tag, result, blob_annotations=annotations,
+                            config=config)
+
+    def close(self, failed: bool) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if failed and self.created:
+            shutil.rmtree(self.ref.path, ignore_errors=True)
+
+
+class _RegistryDestination:
+    """Written to a temporary layout, then pushed; blobs the registry has are not sent."""
+
+    def __init__(self, ref: RegistryRef, transport: Transport) -> None:
+        self.ref, self.transport = ref, transport
+        self.client = RegistryClient(ref.host, transport)
+        self.workdir = tempfile.mkdtemp(prefix="erofsd-convert-")
+        self.layout = OciLayout.create(os.path.join(self.workdir, "layout"))
+
+    def has_blob(self, digest: str) -> bool:
+        return self.client.blob_size(self.ref.repository, digest) is not None
+
+    def finish(self, result: BuildResult, annotations: list[dict], config: bytes) -> Descriptor:
+        descriptor = write_result(self.layout, "converted", result, blob_annotations=annotations,
+                                  config=config)
+        push(LayoutRef(str(self.layout.root), "converted"), self.ref, self.transport)
+        return descriptor
+
+    def close(self, failed: bool) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str | None = None,
+            chunk_size: int = DEFAULT_CHUNK_SIZE, insecure: bool = False, rootless: bool = False,
+            progress: Progress | None = None,
+            on_total: Callable[[int], None] | None = None) -> ConvertReport:
+    check_chunk_size(chunk_size)
+    transport = Transport(insecure=insecure)
+    try:
+        image = resolve_image(src, transport=transport, platform=platform)
+        _, blobs = manifest_blobs(image.manifest)
+        config_desc, layers = blobs[0], blobs[1:]
+        if any(d.media_type in (EROFSD_BOOTSTRAP, EROFSD_BLOB) for d in layers):
+            raise BadReference(f"{src} is already an erofsd image")
+        if not layers:
+            raise BadReference(f"{src} has no layers")
+        config = parse_object(image.read_blob(config_desc.digest, config_desc.size, "config"),
+                              "image config")
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if diff_ids and len(diff_ids) != len(layers):
+            raise BadReference(f"{src}: {len(layers)} layers but {len(diff_ids)} diff_ids")
+        if on_total:
+            on_total(sum(d.size for d in layers))
+        ref = parse_reference(dst)
+        destination = (_LayoutDestination(ref) if isinstance(ref, LayoutRef)
+                       else _RegistryDestination(ref, transport))
+        failed = True
+        try:
+            report = _convert_layers(image.source, layers, diff_ids, destination,
+                                     ConversionCache(state_dir), chunk_size, rootless, progress)
+            runtime = config.get("config")
+            history = list(config.get("history") or []) + [
+                {"created_by": f"erofsd convert {src}", "comment": "erofsd image",
+                 "empty_layer": True}]
+            bootstrap = sha256_digest(report.result.bootstrap)
+            config_raw = config_bytes(report.result, bootstrap, runtime=runtime, history=history,
+                                      architecture=config.get("architecture"),
+                                      os_name=config.get("os", "linux"))
+            annotations = [{SOURCE_LAYER: layer.digest} for layer in layers]
+            descriptor = destination.finish(report.result, annotations, config_raw)
+            failed = False
+        finally:
+            destination.close(failed)
+        return ConvertReport(descriptor, len(layers), report.converted, report.reused,
+                             report.bytes_read, report.result.file_bytes)
+    finally:
+        transport.close()
+
+
+@dataclasses.dataclass
+class _Layers:
+    result: BuildResult
+    converted: int
+    reused: int
+    bytes_read: int
+
+
+def _convert_layers(source: BlobSource, layers: list[Descriptor], diff_ids: list[str],
+                    destination, cache: ConversionCache, chunk_size: int, rootless: bool,
+                    progress: Progress | None) -> _Layers:
+    merged: Node | None = None
+    infos: list[BlobInfo] = []
+    converted = reused = bytes_read = 0
+    for index, layer in enumerate(layers):
+        name = f"{index + 1}/{len(layers)} ({layer.digest})"
+        cached = cache.get(layer.digest, chunk_size, rootless)
+        if cached and destination.has_blob(cached["blob"]["digest"]):
+            tree = treecodec.decode(cached["tree"], index + 1, merged, name)
+            info = BlobInfo(**cached["blob"], path="")
+            reused += 1
+            if progress:
+                progress(layer.size)
+        else:
+            diff_id = diff_ids[index] if diff_ids else None
+            tree, info, entries = _convert_layer(source, layer, diff_id, name, index + 1,
+                                                 merged, destination.workdir, chunk_size,
+                                                 rootless, progress)
+            cache.put(layer.digest, chunk_size, rootless, info, entries)
+            converted += 1
+            bytes_read += layer.size
+        merged = merge_layer(merged, tree)
+        infos.append(info)
+    return _Layers(assemble([merged], infos, chunk_size), converted, reused, bytes_read)
+
+
+def _convert_layer(source: BlobSource, layer: Descriptor, diff_id: str | None, name: str,
+                   device: int, lower: Node | None, workdir: str, chunk_size: int,
+                   rootless: bool, progress: Progress | None) -> tuple[Node, BlobInfo, list]:
+    stream = LayerStream(source, layer, diff_id, progress=progress)
+    fd, path = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=workdir)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+            writer = BlobWriter(out, chunk_size)
+            reader = TarLayerReader(name, device, writer, lower, rootless=rootless)
+            try:
+                tree = reader.read(stream)
+                stream.finish()
+            except BuildError:
+                try:  # a damaged layer explains itself better by its digest
+                    stream.finish()
+                except LayerIntegrityError as e:
+                    raise IntegrityError(f"layer {name}: {e}") from None
+                except Exception:
+                    pass
+                raise
+            except LayerIntegrityError as e:
+                raise IntegrityError(f"layer {name}: {e}") from None
+            info = writer.finish(path)
+        return tree, info, treecodec.encode(tree, reader.own, reader.lower_links)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise

@@ -1,0 +1,310 @@
+"""erofsd convert: ordinary images in, erofsd images out, checked against umoci and the kernel."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import kernel_mounted, requires_kernel, requires_tool
+from erofsd.errors import BuildError, IntegrityError
+from erofsd.images import open_image
+from erofsd.oci.convert import SOURCE_LAYER, convert
+from erofsd.oci.layout import OciLayout
+from imagekit import (
+    TarBuilder,
+    gnu_tar,
+    sparse_tree,
+    umoci_image,
+    umoci_unpack,
+    write_image,
+)
+from treeutil import assert_same_tree, snapshot_dir, snapshot_image
+
+pytestmark = requires_tool("umoci")
+
+
+def converted_paths(ref: str) -> tuple[str, list[str]]:
+    with open_image(ref) as opened:
+        layout = OciLayout.open(ref.removeprefix("oci:").rsplit(":", 1)[0])
+        return (str(layout.blob_path(opened.manifest.bootstrap.digest)),
+                [str(layout.blob_path(b.digest)) for b in opened.manifest.blobs])
+
+
+def three_way(source: str | Path, converted: str, tmp: Path, *, ignore_paths=(),
+              ignore=()) -> dict:
+    """The reference tree == our reader's == the kernel mount's; returns ours.
+
+    ``source`` is an image umoci unpacks (OCI, gzip layers: umoci 0.4 reads
+    neither zstd nor Docker manifests) with the same layers as the converted
+    one, or a directory some other tool (GNU tar) unpacked.
+    """
+    tree = source if isinstance(source, Path) else umoci_unpack(source, tmp / "bundle")
+    expected = snapshot_dir(tree)
+    for path in ignore_paths:
+        expected.pop(path, None)
+
+    def clean(snap):
+        return {p: e for p, e in snap.items() if p not in ignore_paths}
+
+    with open_image(converted) as opened:
+        ours = snapshot_image(opened.image)
+    assert_same_tree(clean(ours), expected, ignore=ignore)
+    bootstrap, devices = converted_paths(converted)
+    with kernel_mounted(bootstrap, devices) as mnt:
+        assert_same_tree(clean(snapshot_dir(mnt)), expected, ignore=ignore)
+    return ours
+
+
+BINARY = b"\x01\x00\x00\x02\x00\x20\x00\xff\x00\x00"  # not UTF-8: travels surrogate-escaped
+
+
+def feature_layers() -> list[bytes]:
+    pax = TarBuilder(tarfile.PAX_FORMAT)
+    pax.dir("etc", uid=0, gid=0)
+    pax.file("etc/conf", b"first version\n")
+    pax.file("d/" + "n" * 120 + "/long-named-file", b"long name (PAX)\n")
+    pax.symlink("long-link", "t" * 300)
+    pax.file("bin/tool", b"#!/bin/sh\necho tool\n", mode=0o4755, uid=1000, gid=1001,
+             uname="user", gname="grp")
+    pax.hardlink("bin/tool2", "bin/tool")
+    pax.device("dev/null", tarfile.CHRTYPE, 1, 3, 0o666)
+    pax.device("dev/sda", tarfile.BLKTYPE, 8, 0)
+    pax.device("dev/big", tarfile.CHRTYPE, 259, 300000)
+    pax.fifo("run/fifo")
+    pax.file("x/attrs", b"xattrs\n", pax_headers={
+        "SCHILY.xattr.user.plain": "value",
+        "SCHILY.xattr.trusted.binary": BINARY.decode("utf-8", "surrogateescape"),
+        "LIBARCHIVE.xattr.user.lib": base64.b64encode(b"libarchive value").decode()})
+    pax.file("x/nanos", b"ns\n", pax_headers={"mtime": "1600000000.123456789"})
+    pax.file("etc/conf", b"second version wins\n", mode=0o600)  # repeated entry
+    pax.file("implicit/deep/file", b"no directory entries above me\n")
+    gnu = TarBuilder(tarfile.GNU_FORMAT)
+    gnu.file("gnu/" + "g" * 150, b"long name (GNU)\n")
+    gnu.symlink("gnu/long-link", "u" * 200)
+    gnu.hardlink("bin/tool3", "bin/tool")  # a hard link to a file of the layer below
+    gnu.file(".wh.run", b"")  # whiteout
+    gnu.file("d/.wh..wh..opq", b"")  # opaque: the long-named dir below goes
+    gnu.file("d/new", b"new in layer 2\n")
+    return [pax.bytes(), gnu.bytes()]
+
+
+@requires_kernel
+@pytest.mark.parametrize("compression, docker", [("gzip", False), ("zstd", False),
+                                                 ("", False), ("gzip", True)])
+def test_every_tar_feature_comes_through(tmp_path, compression, docker):
+    layers = feature_layers()
+    source = write_image(tmp_path / "src", "t", layers, compression=compression, docker=docker)
+    reference = write_image(tmp_path / "ref", "t", layers)
+    out = f"oci:{tmp_path / 'out'}:t"
+    report = convert(source, out, state_dir=tmp_path / "state")
+    assert (report.layers, report.converted) == (2, 2)
+    # directories no entry described get umoci's own times; umoci ignores LIBARCHIVE xattrs
+    implied = [b"/", b"/bin", b"/dev", b"/gnu", b"/x", b"/d", b"/implicit", b"/implicit/deep"]
+    ours = three_way(reference, out, tmp_path, ignore_paths=[*implied, b"/x/attrs"])
+    assert ours[b"/x/attrs"].xattrs == ((b"trusted.binary", BINARY),
+                                        (b"user.lib", b"libarchive value"),
+                                        (b"user.plain", b"value"))
+    assert ours[b"/etc/conf"].mode & 0o777 == 0o600  # the repeated entry won
+    assert ours[b"/bin/tool"].mode & 0o7777 == 0o4755
+    assert ours[b"/bin/tool"].links == (b"/bin/tool", b"/bin/tool2", b"/bin/tool3")
+    assert ours[b"/x/nanos"].mtime_ns == 1_600_000_000_123_456_789
+    assert b"/run" not in ours and b"/d/new" in ours
+    assert not any(b"n" * 120 in p for p in ours)
+    assert ours[b"/implicit/deep/file"].size == len(b"no directory entries above me\n")
+
+
+@requires_kernel
+@pytest.mark.parametrize("args", [["--sparse", "--format=gnu"],
+                                  ["--sparse", "--format=posix", "--sparse-version=0.0"],
+                                  ["--sparse", "--format=posix", "--sparse-version=0.1"],
+                                  ["--sparse", "--format=posix", "--sparse-version=1.0"]])
+def test_gnu_sparse_formats(tmp_path, args):
+    tree = sparse_tree(tmp_path / "tree")
+    layer = gnu_tar(tree, *args)
+    source = write_image(tmp_path / "src", "t", [layer])
+    out = f"oci:{tmp_path / 'out'}:t"
+    convert(source, out, state_dir=tmp_path / "state")
+    unpacked = tmp_path / "gnu-unpacked"  # umoci 0.4 cannot read old-GNU sparse entries
+    unpacked.mkdir()
+    subprocess.run(["tar", "-C", str(unpacked), "-xpf", "-", "--same-owner"], input=layer,
+                   check=True)
+    ours = three_way(unpacked, out, tmp_path, ignore_paths=[b"/"])
+    assert ours[b"/sparse"].size == 6 << 20
+    with open_image(out) as opened:
+        assert opened.manifest.blobs[0].data_size <= 2 << 20  # holes stayed holes
+
+
+@requires_kernel
+def test_umoci_images_of_real_trees(tmp_path):
+    stdlib = Path(sys.modules["json"].__file__).parent.parent
+    source = umoci_image(tmp_path / "layout", "real", [stdlib / "email", stdlib / "json"],
+                         config={"--config.env": ["A=1", "B=two"],
+                                 "--config.cmd": ["python3"],
+                                 "--config.entrypoint": ["/bin/sh"],
+                                 "--config.workingdir": ["/srv"],
+                                 "--config.user": ["1000:1000"],
+                                 "--config.label": ["team=storage"]})
+    out = f"oci:{tmp_path / 'out'}:real"
+    convert(source, out, state_dir=tmp_path / "state")
+    three_way(source, out, tmp_path, ignore_paths=[b"/"])
+    layout = OciLayout.open(tmp_path / "out")
+    manifest = json.loads(layout.read_blob(layout.resolve("real").digest))
+    config = json.loads(layout.read_blob(manifest["config"]["digest"]))
+    runtime = config["config"]
+    assert runtime["Env"][-2:] == ["A=1", "B=two"] and runtime["Cmd"] == ["python3"]
+    assert runtime["Entrypoint"] == ["/bin/sh"] and runtime["WorkingDir"] == "/srv"
+    assert runtime["User"] == "1000:1000" and runtime["Labels"]["team"] == "storage"
+    assert config["history"][-1]["created_by"].startswith("erofsd convert")
+    source_layers = json.loads(OciLayout.open(tmp_path / "layout").read_blob(
+        OciLayout.open(tmp_path / "layout").resolve("real").digest))["layers"]
+    assert [b["annotations"][SOURCE_LAYER] for b in manifest["layers"][1:]] == \
+        [layer["digest"] for layer in source_layers]
+
+
+def test_shared_layers_convert_once_to_the_same_blob(tmp_path):
+    base = TarBuilder().file("base/a", b"a" * 100_000).file("base/b", b"b" * 50_000).bytes()
+    app1 = TarBuilder().file("app/one", b"1").bytes()
+    app2 = TarBuilder().file("app/two", b"2").bytes()
+    a = write_image(tmp_path / "src", "a", [base, app1])
+    b = write_image(tmp_path / "src", "b", [base, app2])
+    first = convert(a, f"oci:{tmp_path / 'out'}:a", state_dir=tmp_path / "state")
+    second = convert(b, f"oci:{tmp_path / 'out'}:b", state_dir=tmp_path / "state")
+    assert (first.converted, first.reused) == (2, 0)
+    assert (second.converted, second.reused) == (1, 1)  # the base was not read again
+    with open_image(f"oci:{tmp_path / 'out'}:a") as ia, \
+            open_image(f"oci:{tmp_path / 'out'}:b") as ib:
+        assert ia.manifest.blobs[0].digest == ib.manifest.blobs[0].digest
+        assert sorted(p for p, _ in ib.image.walk()) == [b"/", b"/app", b"/app/two", b"/base",
+                                                       b"/base/a", b"/base/b"]
+    # elsewhere (a fresh destination) the blob must be written, so it is converted again
+    third = convert(b, f"oci:{tmp_path / 'elsewhere'}:b", state_dir=tmp_path / "state")
+    assert (third.converted, third.reused) == (2, 0)
+
+
+HOSTILE = {
+    "dotdot": (lambda: TarBuilder().file("a/../../escape", b"x").bytes(), "'..'"),
+    "absolute": (lambda: TarBuilder().file("/etc/passwd", b"x").bytes(), "absolute path"),
+    "symlink-climb": (lambda: TarBuilder().symlink("link", "/etc").file("link/passwd", b"x")
+                      .bytes(), "climbs through link"),
+    "dangling-hardlink": (lambda: TarBuilder().hardlink("h", "missing").bytes(),
+                          "does not exist"),
+    "truncated-tar": (lambda: TarBuilder().file("big", b"z" * 100_000).bytes()[:60_000],
+                      "truncated"),
+    "cut-at-boundary": (lambda: TarBuilder().file("f", b"y" * 1024).bytes()[:512 + 1024],
+                        "no end-of-archive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_layers_are_refused_and_leave_nothing(tmp_path, case):
+    make, message = HOSTILE[case]
+    source = write_image(tmp_path / "src", "t", [TarBuilder().file("ok", b"fine").bytes(),
+                                                 make()], compression="")
+    with pytest.raises(BuildError, match=message) as info:
+        convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "state")
+    assert "layer 2/2" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_nodes_refused_in_a_rootless_tree(tmp_path):
+    layer = TarBuilder().device("dev/null", tarfile.CHRTYPE, 1, 3).bytes()
+    source = write_image(tmp_path / "src", "t", [layer])
+    with pytest.raises(BuildError, match="rootless"):
+        convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "s", rootless=True)
+    convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "s")  # as data: fine
+
+
+@pytest.mark.parametrize("damage", ["truncated-gzip", "digest", "diff_id"])
+def test_damaged_streams_are_refused(tmp_path, damage):
+    tar = TarBuilder().file("data", bytes(range(256)) * 400).bytes()
+    if damage == "truncated-gzip":
+        import gzip as gz
+        blob = gz.compress(tar)[:-40]
+        layout = OciLayout.create(tmp_path / "src")
+        source = write_image(tmp_path / "src", "t", [tar])
+        manifest = json.loads(layout.read_blob(layout.resolve("t").digest))
+        digest = layout.put_bytes(blob)
+        manifest["layers"][0].update(digest=digest, size=len(blob))
+        from erofsd.oci.descriptor import Descriptor, canonical_json
+        raw = canonical_json(manifest)
+        layout.set_tag("t", Descriptor(manifest["mediaType"], layout.put_bytes(raw), len(raw)))
+        expected: type = BuildError
+        message = "truncated or corrupt"
+    else:
+        source = write_image(tmp_path / "src", "t", [tar],
+                             tamper_layer=0 if damage == "digest" else None,
+                             bad_diff_id=damage == "diff_id")
+        expected, message = IntegrityError, "descriptor says" if damage == "digest" else "diff_id"
+    with pytest.raises(expected, match=message):
+        convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "state")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_convert_and_errors(tmp_path):
+    source = write_image(tmp_path / "src", "t", feature_layers())
+    run = subprocess.run([sys.executable, "-m", "erofsd", "convert", source,
+                          f"oci:{tmp_path / 'out'}:t", "--state-dir", str(tmp_path / "st")],
+                         capture_output=True)
+    assert run.returncode == 0, run.stderr
+    assert b"2 layer(s), 2 converted" in run.stdout
+    again = subprocess.run([sys.executable, "-m", "erofsd", "convert", f"oci:{tmp_path / 'out'}:t",
+                            f"oci:{tmp_path / 'x'}:t", "--state-dir", str(tmp_path / "st")],
+                           capture_output=True)
+    assert again.returncode == 1 and b"already an erofsd image" in again.stderr
+    assert b"Traceback" not in again.stderr
+
+
+def test_snapshot_entry_fields_are_comparable():
+    from treeutil import Entry
+    assert {f.name for f in dataclasses.fields(Entry)} >= {"mode", "uid", "digest", "links"}
+
+
+@requires_tool("skopeo")
+def test_registry_to_registry(registry, tmp_path):
+    stdlib = Path(sys.modules["json"].__file__).parent.parent
+    source = umoci_image(tmp_path / "layout", "r", [stdlib / "json"])
+    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", source,
+                    f"docker://{registry.host}/plain/json:v1"], check=True, capture_output=True)
+    report = convert(f"docker://{registry.host}/plain/json:v1",
+                     f"docker://{registry.host}/erofsd/json:v1", insecure=True,
+                     state_dir=tmp_path / "state")
+    assert report.converted == 1
+    from erofsd.images import ReadOptions
+    with open_image(f"docker://{registry.host}/erofsd/json:v1",
+                    options=ReadOptions(state_dir=str(tmp_path / "cache"), insecure=True)) as o:
+        ours = snapshot_image(o.image)
+    expected = snapshot_dir(umoci_unpack(source, tmp_path / "bundle"))
+    expected.pop(b"/"), ours.pop(b"/")
+    assert_same_tree(ours, expected)
+    again = convert(f"docker://{registry.host}/plain/json:v1",
+                    f"docker://{registry.host}/erofsd/json:v2", insecure=True,
+                    state_dir=tmp_path / "state")
+    assert (again.converted, again.reused) == (0, 1)  # the registry has the blob already
+
+
+def test_converted_images_share_their_base_in_a_domain(daemon, tmp_path):
+    base = TarBuilder()
+    for i in range(40):
+        base.file(f"usr/lib/f{i}", bytes([i]) * 30_000)
+    base_tar = base.bytes()
+    a = write_image(tmp_path / "src", "a", [base_tar, TarBuilder().file("app/a", b"A").bytes()])
+    b = write_image(tmp_path / "src", "b", [base_tar, TarBuilder().file("app/b", b"B").bytes()])
+    for tag, source in (("a", a), ("b", b)):
+        convert(source, f"oci:{tmp_path / 'out'}:{tag}", state_dir=tmp_path / "state")
+    for tag in ("a", "b"):
+        daemon.client.mount(f"oci:{tmp_path / 'out'}:{tag}", daemon.mountpoint(tag),
+                            domain_id="conv")
+        snapshot_dir(daemon.mountpoint(tag))  # read every file
+    status = daemon.client.status()
+    with open_image(f"oci:{tmp_path / 'out'}:a") as opened:
+        base_blob = opened.manifest.blobs[0]
+    cookie = next(c for c in status["cookies"] if c["blob"] == base_blob.digest)
+    assert cookie["refcount"] == 2
+    assert cookie["fetched_bytes"] <= base_blob.size  # fetched once for both images
