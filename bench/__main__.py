@@ -6,10 +6,11 @@ import argparse
 import platform
 import time
 
-from . import b1_build, b2_warm, b6_memory, lazy_reads
+from . import b1_build, b2_warm, b6_memory, convert, lazy_reads
 from .common import print_table, write_json
 
-SUITE = {"B1": b1_build.run, "B2": b2_warm.run, "B3": lazy_reads.run, "B6": b6_memory.run}
+SUITE = {"B1": lambda quick: b1_build.run(quick) + convert.run(quick), "B2": b2_warm.run,
+         "B3": lazy_reads.run, "B6": b6_memory.run}
 
 
 def main() -> None:

@@ -308,3 +308,44 @@ def test_converted_images_share_their_base_in_a_domain(daemon, tmp_path):
     cookie = next(c for c in status["cookies"] if c["blob"] == base_blob.digest)
     assert cookie["refcount"] == 2
     assert cookie["fetched_bytes"] <= base_blob.size  # fetched once for both images
+
+
+def test_a_large_layer_converts_in_bounded_memory(tmp_path):
+    """1 GiB of tar bytes (zeros: they gzip to ~1 MB) stream through in small pieces."""
+    import gzip as gz
+    size = 1 << 30
+    info = tarfile.TarInfo("zeros")
+    info.size = size
+    compressed = tmp_path / "layer.gz"
+    with gz.open(compressed, "wb", compresslevel=1) as out:
+        out.write(info.tobuf(tarfile.PAX_FORMAT))
+        piece = bytes(1 << 20)
+        for _ in range(size >> 20):
+            out.write(piece)
+        out.write(bytes(1024))  # end-of-archive blocks
+    from erofsd.oci.descriptor import Descriptor, canonical_json
+    layout = OciLayout.create(tmp_path / "src")
+    blob = compressed.read_bytes()
+    layer = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layout.put_bytes(blob),
+                       len(blob))
+    raw_config = canonical_json({"architecture": "amd64", "os": "linux",
+                                 "rootfs": {"type": "layers", "diff_ids": []}})
+    config = Descriptor("application/vnd.oci.image.config.v1+json", layout.put_bytes(raw_config),
+                        len(raw_config))
+    manifest = canonical_json({"schemaVersion": 2, "config": config.to_json(),
+                               "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "layers": [layer.to_json()]})
+    layout.set_tag("big", Descriptor("application/vnd.oci.image.manifest.v1+json",
+                                     layout.put_bytes(manifest), len(manifest)))
+    probe = (f"import resource, sys\nfrom erofsd.oci.convert import convert\n"
+             f"convert('oci:{tmp_path}/src:big', 'oci:{tmp_path}/out:big', "
+             f"state_dir='{tmp_path}/state')\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    peak_kib = int(run.stdout.strip().splitlines()[-1])
+    print(f"peak RSS converting a 1 GiB layer: {peak_kib // 1024} MiB")
+    assert peak_kib < 160 * 1024, f"peak RSS {peak_kib} KiB for a 1 GiB layer"
+    with open_image(f"oci:{tmp_path}/out:big") as opened:
+        assert opened.image.lookup("/zeros").size == size
+        assert opened.manifest.blobs[0].data_size == 0  # all holes
