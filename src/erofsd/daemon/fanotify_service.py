@@ -16,35 +16,27 @@ import errno
 import fcntl
 import logging
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 
 import trio
 
 from ..cache.blob import CachedBlob
 from ..errors import Busy, ErofsdError
 from ..paths import fanotify
-from .holder import ANCILLARY, MAX_MESSAGE, pack, unpack
+from .holderlink import HolderLink
 
 log = logging.getLogger("erofsd.fanotify")
 HANDLER_THREADS = 16
 
 
 class FanotifyService:
-    def __init__(self, holder_socket: str, log_path: str) -> None:
-        self.holder_socket = holder_socket
-        self.log_path = log_path
-        self.group = -1
-        self._conn: trio.socket.SocketType | None = None
+    def __init__(self, link: HolderLink) -> None:
+        self.link = link
         self._by_inode: dict[tuple[int, int], CachedBlob] = {}
         self._owner_fds: dict[CachedBlob, int] = {}
         self._adopted: set[CachedBlob] = set()
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(HANDLER_THREADS)
-        self._send_lock = trio.Lock()
         self.events = 0
         self.denied = 0
         self._stopping = False
@@ -52,62 +44,20 @@ class FanotifyService:
         # (a restarted daemon gets the pending ones at once) wait for it
         self.ready = trio.Event()
 
-    # -- the holder ---------------------------------------------------------------
-
-    def start_holder(self) -> None:
-        """Start the holder unless one is listening already."""
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            probe.connect(self.holder_socket)
-            probe.close()
-            return  # a holder lives: we take over its group
-        except OSError:
-            probe.close()
-        with open(self.log_path, "ab") as log_file:
-            subprocess.Popen([sys.executable, "-m", "erofsd.daemon.holder", self.holder_socket],
-                             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                             start_new_session=True, close_fds=True)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.holder_socket):
-            if time.monotonic() > deadline:
-                raise ErofsdError("the fanotify holder did not start")
-            time.sleep(0.02)
-
-    async def connect(self) -> None:
-        await trio.to_thread.run_sync(self.start_holder)
-        conn = trio.socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for _ in range(100):
-            try:
-                await conn.connect(self.holder_socket)
-                break
-            except OSError:
-                await trio.sleep(0.05)
-        else:
-            raise ErofsdError(f"cannot reach the fanotify holder at {self.holder_socket}")
-        self._conn = conn
-        message, fds = await self._receive()
-        if not message or not message.get("group") or not fds:
-            raise ErofsdError("the fanotify holder did not hand over its group")
-        self.group = fds[0]
-
-    async def _receive(self) -> tuple[dict | None, list[int]]:
-        data, ancdata, _, _ = await self._conn.recvmsg(MAX_MESSAGE, ANCILLARY)
-        return unpack(data, ancdata)
-
-    async def _send(self, message: dict) -> None:
-        async with self._send_lock:  # one sender at a time on a trio socket
-            await self._conn.sendmsg(*pack(message))
+    @property
+    def group(self) -> int:
+        return self.link.group
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Answer every event the holder forwards, each in its own task."""
         task_status.started()
         async with trio.open_nursery() as nursery:
             while True:
-                message, fds = await self._receive()
+                message, fds = await self.link.receive()
                 if message is None:
                     if self._stopping:
                         return
-                    raise ErofsdError("the fanotify holder went away")
+                    raise ErofsdError("the holder went away")
                 if "event" in message and fds:
                     nursery.start_soon(self._handle, message, fds[0])
                 else:
@@ -116,8 +66,7 @@ class FanotifyService:
 
     async def stop_holder(self) -> None:
         self._stopping = True
-        if self._conn is not None:
-            await self._send({"shutdown": True})
+        await self.link.shutdown()
 
     # -- marks ------------------------------------------------------------------
 
@@ -182,7 +131,7 @@ class FanotifyService:
             self.denied += not allow
             os.close(fd)
             with trio.CancelScope(shield=True):  # an event is always answered
-                await self._send({"answer": event_id, "allow": allow, "errno": code})
+                await self.link.send({"answer": event_id, "allow": allow, "errno": code})
 
     async def _fill(self, blob: CachedBlob, fd: int, offset: int, count: int
                     ) -> tuple[bool, int]:

@@ -1,4 +1,4 @@
-"""The fanotify holder: a small process that keeps the group, so a daemon can die.
+"""The holder: a small process that keeps the daemon's kernel fds, so a daemon can die.
 
 If the last fd of a pre-content group closes, the kernel lets every
 pending read through and unfilled ranges read as zeros. So the group
@@ -9,12 +9,17 @@ dies, the holder keeps the unanswered events; the next daemon to connect
 gets the group fd (to add and remove marks) and every pending event again.
 Readers wait meanwhile; none is let through unfilled.
 
+It keeps other fds for the next daemon too: the /dev/cachefiles fd of the
+fscache mode, whose cache would unbind if its last fd closed. On a kernel
+without pre-content events there is no group, only kept fds.
+
 Wire protocol over a SOCK_SEQPACKET Unix socket, one JSON object per
 message, fds passed with SCM_RIGHTS:
 
-    holder -> daemon  {"group": true}                          + group fd (on connect)
+    holder -> daemon  {"group": bool, "kept": [names]}  + group fd (if any), kept fds
     holder -> daemon  {"event": id, "mask", "pid", "offset", "count"} + event fd
     daemon -> holder  {"answer": id, "allow": bool, "errno": n}
+    daemon -> holder  {"keep": name} + fd      {"drop": name}
     daemon -> holder  {"shutdown": true}   (exit once no event is pending)
 """
 
@@ -66,7 +71,12 @@ def receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
 
 class Holder:
     def __init__(self, socket_path: str) -> None:
-        self.group = fanotify.init_group(nonblocking=True)
+        try:
+            self.group: int | None = fanotify.init_group(nonblocking=True)
+        except OSError as e:
+            log.info("no fanotify group (%s): keeping fds only", e.strerror)
+            self.group = None
+        self.kept: dict[str, int] = {}
         self.pending: dict[int, fanotify.Event] = {}
         self.next_id = 1
         self.daemon: socket.socket | None = None
@@ -83,9 +93,10 @@ class Holder:
 
     def run(self) -> None:
         while not (self.shutting_down and not self.pending):
-            readable = [self.group, self.listener] + ([self.daemon] if self.daemon else [])
+            readable = [self.listener] + ([self.group] if self.group is not None else []) \
+                + ([self.daemon] if self.daemon else [])
             ready, _, _ = select.select(readable, [], [], 1.0)
-            if self.group in ready:
+            if self.group is not None and self.group in ready:
                 self._read_events()
             if self.listener in ready:
                 self._accept()
@@ -121,8 +132,10 @@ class Holder:
             self._drop_daemon()  # a new daemon takes over
         self.daemon = conn
         log.info("daemon connected; re-sending %d pending event(s)", len(self.pending))
+        names = sorted(self.kept)
+        fds = ([self.group] if self.group is not None else []) + [self.kept[n] for n in names]
         try:
-            send(conn, {"group": True}, [self.group])
+            send(conn, {"group": self.group is not None, "kept": names}, fds)
         except OSError:
             self._drop_daemon()
             return
@@ -134,11 +147,20 @@ class Holder:
             message, fds = receive(self.daemon)
         except (OSError, ValueError):
             message, fds = None, []
-        for fd in fds:
-            os.close(fd)
         if message is None:
             self._drop_daemon()
             return
+        if "keep" in message and fds:
+            old = self.kept.pop(message["keep"], None)
+            if old is not None:
+                os.close(old)
+            self.kept[message["keep"]] = fds.pop(0)
+        if "drop" in message:
+            old = self.kept.pop(message["drop"], None)
+            if old is not None:
+                os.close(old)
+        for fd in fds:
+            os.close(fd)
         if message.get("shutdown"):
             self.shutting_down = True
             return

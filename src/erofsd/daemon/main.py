@@ -44,10 +44,15 @@ def run(state_dir: str, socket_path: str) -> None:
 
 async def _main(state_dir: str, socket_path: str) -> None:
     daemon = Daemon(state_dir, socket_path)
-    if daemon.fanotify is not None:
-        await daemon.fanotify.connect()
-    else:
-        log.warning("fanotify is not available (%s); mounts use FUSE", daemon.fanotify_problem)
+    failover = False
+    if daemon.holder is not None:
+        await daemon.holder.connect()
+        failover = "cachefiles" in daemon.holder.kept
+    if daemon.fscache is not None:
+        await daemon.fscache.start()
+    if daemon.fanotify is None:
+        log.warning("fanotify is not available (%s); mounts use %s", daemon.fanotify_problem,
+                    "fscache" if daemon.fscache else "FUSE")
     try:
         async with trio.open_nursery() as nursery:
             def stop_soon() -> None:  # after the reply to /v1/stop has gone out
@@ -55,9 +60,13 @@ async def _main(state_dir: str, socket_path: str) -> None:
 
             if daemon.fanotify is not None:  # first: restoring mounts raises events too
                 await nursery.start(daemon.fanotify.serve)
+            if daemon.fscache is not None:
+                await nursery.start(daemon.fscache.serve)
             await daemon.restore()
             if daemon.fanotify is not None:
                 daemon.fanotify.ready.set()
+            if failover:  # a daemon before us died: have the kernel resend its requests
+                daemon.fscache.restore()
             await nursery.start(serve, socket_path, Api(daemon, stop_soon).handle)
             nursery.start_soon(_on_signals, daemon, nursery.cancel_scope)
             log.info("erofsd daemon %d ready on %s (state %s)", os.getpid(), socket_path,

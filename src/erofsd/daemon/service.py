@@ -6,6 +6,9 @@ mount in the domain registry (which opens or shares one cached blob per
 
 - fanotify: the blobs' cache files are marked and served by events, and
   the kernel mounts the bootstrap with ``device=<cache file>`` per blob;
+- fscache: the kernel mounts ``-o fsid=F[,domain_id=D]`` and asks for its
+  cookies through /dev/cachefiles; here the kernel decides EEXIST and does
+  the sharing, and the registry mirrors what it accepted;
 - fuse: a worker process serves the image through pyfuse3.
 
 Anything that fails part-way is undone. Every mount is recorded on disk
@@ -32,7 +35,7 @@ import trio
 
 from ..cache.blob import CachedBlob
 from ..cache.store import BlobCache
-from ..domain import DomainRegistry, Mount, default_fsid, validate_name
+from ..domain import DomainRegistry, Mount, default_fsid, validate_name, volume_of
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -44,14 +47,17 @@ from ..errors import (
 from ..oci.image import ErofsdManifest
 from ..oci.source import resolve_image, source_for
 from ..oci.transport import Transport
-from ..paths import fanotify
-from ..paths.kernel_mount import mount_erofs, umount
+from ..paths import fanotify, fscache
+from ..paths.kernel_mount import MS_RDONLY, mount_erofs, umount
+from ..paths.kernel_mount import mount as kernel_mount
 from .fanotify_service import FanotifyService
+from .fscache_service import FscacheService, mount_options, targets_of
 from .fuse_workers import FuseWorkers
+from .holderlink import HolderLink
 from .mounttable import MountRecord, MountTable, mounted_filesystems
 
 log = logging.getLogger("erofsd.daemon")
-MODES = ("auto", "fanotify", "fuse")
+MODES = ("auto", "fanotify", "fscache", "fuse")
 READAHEAD_KB = 4096
 
 
@@ -60,6 +66,9 @@ class LiveMount:
     record: MountRecord
     mount: Mount
     bootstrap_fd: int
+    bootstrap_path: str = ""
+    manifest: ErofsdManifest | None = None
+    source: Any = None
 
 
 class Daemon:
@@ -73,8 +82,13 @@ class Daemon:
         self.registry = DomainRegistry(self._acquire, self._release)
         self.table = MountTable(daemon_dir / "mounts.json")
         self.fanotify_problem = fanotify.supported()
-        self.fanotify = (FanotifyService(str(daemon_dir / "holder.sock"), self.log_path)
-                         if self.fanotify_problem is None else None)
+        self.fscache_problem = fscache.supported()
+        self.holder = (HolderLink(str(daemon_dir / "holder.sock"), self.log_path)
+                       if self.fanotify_problem is None or self.fscache_problem is None
+                       else None)
+        self.fanotify = FanotifyService(self.holder) if self.fanotify_problem is None else None
+        self.fscache = (FscacheService(self.holder, self.cache, self.state_dir)
+                        if self.fscache_problem is None else None)
         self.fuse = FuseWorkers(self.state_dir, self.log_path)
         self.mounts: dict[str, LiveMount] = {}
         self._busy: set[str] = set()
@@ -99,9 +113,14 @@ class Daemon:
         if mode not in MODES:
             raise InvalidArgument(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         if mode == "auto":
-            return "fanotify" if self.fanotify is not None else "fuse"
+            if self.fanotify is not None:
+                return "fanotify"
+            return "fscache" if self.fscache is not None else "fuse"
         if mode == "fanotify" and self.fanotify is None:
             raise InvalidArgument(f"fanotify mode is not available here: {self.fanotify_problem}",
+                                  errno=errno.EOPNOTSUPP)
+        if mode == "fscache" and self.fscache is None:
+            raise InvalidArgument(f"fscache mode is not available here: {self.fscache_problem}",
                                   errno=errno.EOPNOTSUPP)
         return mode
 
@@ -158,6 +177,9 @@ class Daemon:
         boot = manifest.bootstrap
         bootstrap_path, boot_fd = await trio.to_thread.run_sync(
             self.cache.bootstrap, boot.digest, boot.size, fetch_bootstrap)
+        if record.mode == "fscache":
+            return await self._attach_fscache(record, manifest, source, bootstrap_path, boot_fd,
+                                              restoring)
         try:
             mount = await trio.to_thread.run_sync(lambda: self.registry.mount(
                 record.fsid, record.domain_id, [b.digest for b in manifest.blobs],
@@ -184,7 +206,50 @@ class Daemon:
                 await trio.to_thread.run_sync(self.registry.umount, mount.name)
             os.close(boot_fd)
             raise
-        return LiveMount(record, mount, boot_fd)
+        return LiveMount(record, mount, boot_fd, bootstrap_path, manifest, source)
+
+    async def _attach_fscache(self, record: MountRecord, manifest: ErofsdManifest, source,
+                              bootstrap_path: str, boot_fd: int, restoring: bool) -> LiveMount:
+        """The kernel first (it decides EEXIST and shares cookies), then the registry."""
+        pending = LiveMount(record, None, boot_fd, bootstrap_path, manifest, source)
+        self._update_fscache_targets(extra=pending)
+        try:
+            if not restoring:
+                options = mount_options(record.fsid, record.domain_id)
+                try:
+                    await trio.to_thread.run_sync(
+                        lambda: kernel_mount("none", record.mountpoint, "erofs", MS_RDONLY,
+                                             options))
+                except OSError as e:
+                    cls = AlreadyExists if e.errno == errno.EEXIST else ErofsdError
+                    raise cls(f"the kernel refused to mount fsid {record.fsid}"
+                              + (f" in domain {record.domain_id}" if record.domain_id else "")
+                              + f": {e.strerror} (see dmesg)", errno=e.errno) from None
+            try:
+                pending.mount = await trio.to_thread.run_sync(lambda: self.registry.mount(
+                    record.fsid, record.domain_id, [b.digest for b in manifest.blobs],
+                    context=(manifest, source),
+                    info={"mountpoint": record.mountpoint, "mode": record.mode,
+                          "image": record.image}))
+            except BaseException:
+                if not restoring:
+                    await trio.to_thread.run_sync(umount, record.mountpoint)
+                raise
+        except BaseException:
+            self._update_fscache_targets()
+            os.close(boot_fd)
+            raise
+        return pending
+
+    def _update_fscache_targets(self, extra: LiveMount | None = None) -> None:
+        if self.fscache is None:
+            return
+        lives = [m for m in self.mounts.values() if m.record.mode == "fscache"]
+        if extra is not None:
+            lives.append(extra)
+        self.fscache.set_targets(targets_of([
+            (volume_of(m.record.domain_id, m.record.fsid), m.record.fsid, m.bootstrap_path,
+             m.manifest.bootstrap.size, list(m.manifest.blobs), m.source) for m in lives]))
 
     # -- unmount ------------------------------------------------------------------
 
@@ -216,6 +281,7 @@ class Daemon:
             os.close(live.bootstrap_fd)
             self.fuse.forget(path)
             del self.mounts[path]
+            self._update_fscache_targets()
             self._save()
             log.info("unmounted %s (%s)", path, live.mount.name)
             return {"mountpoint": path, "name": live.mount.name}
@@ -228,7 +294,7 @@ class Daemon:
         present = mounted_filesystems()
         for record in self.table.load():
             fstype = present.get(record.mountpoint)
-            still_there = (fstype == "erofs" if record.mode == "fanotify"
+            still_there = (fstype == "erofs" if record.mode in ("fanotify", "fscache")
                            else bool(fstype) and fstype.startswith("fuse"))
             if not still_there:
                 log.warning("%s is no longer mounted; forgetting it", record.mountpoint)
@@ -245,6 +311,7 @@ class Daemon:
             self.mounts[record.mountpoint] = live
             log.info("took back %s (%s, mode %s)", record.mountpoint, live.mount.name,
                      record.mode)
+        self._update_fscache_targets()
         self._save()
 
     # -- views -------------------------------------------------------------------------
@@ -287,6 +354,8 @@ class Daemon:
             "fanotify_problem": self.fanotify_problem,
             "fanotify_events": self.fanotify.events if self.fanotify else 0,
             "fanotify_denied": self.fanotify.denied if self.fanotify else 0,
+            "fscache": self.fscache.view() if self.fscache else None,
+            "fscache_problem": self.fscache_problem,
             "rss_bytes": _rss(),
         }
         return view
@@ -308,6 +377,8 @@ class Daemon:
                        "or stop with --keep-mounts)")
         if self.fanotify is not None:
             await self.fanotify.stop_holder()
+        elif self.holder is not None:
+            await self.holder.shutdown()
         return {"kept": []}
 
 
@@ -329,5 +400,3 @@ def _rss() -> int:
     except OSError:
         return 0
 
-
-__all__ = ["Daemon", "MODES", "AlreadyExists"]

@@ -101,10 +101,21 @@ def response(fd: int, allow: bool, error: int = errno.EIO) -> bytes:
 
 
 def supported() -> str | None:
-    """None when pre-content events work here, else why not."""
+    """None when pre-content events work here, else why not.
+
+    Older kernels accept the group class but not the FAN_PRE_ACCESS mask,
+    so a real mark on a scratch file decides.
+    """
+    import tempfile
     try:
         fd = init_group()
     except OSError as e:
         return f"fanotify pre-content events are unavailable: {e.strerror}"
-    os.close(fd)
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".erofsd-fanotify-probe-") as probe:
+            mark(fd, probe.name)
+    except OSError as e:
+        return f"fanotify cannot mark files for pre-content events: {e.strerror}"
+    finally:
+        os.close(fd)
     return None

@@ -1,0 +1,185 @@
+"""The fscache scenarios, run inside the qemu guest against the 6.1 kernel.
+
+``python guest_scenarios.py SPEC.json`` runs each scenario in turn (one
+daemon each: /dev/cachefiles is exclusive) and prints one JSON object of
+findings; the tests on the host assert on them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from daemonutil import DaemonProc
+from erofsd.errors import ErofsdError
+
+CACHE = Path("/run/cache")
+READ_ONE = ("import hashlib, sys\n"
+            "with open(sys.argv[1], 'rb') as f:\n"
+            "    print(hashlib.sha256(f.read()).hexdigest())\n")
+
+
+def digests(root: str) -> dict[str, str]:
+    found = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as f:
+                found["/" + os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def daemon(name: str) -> DaemonProc:
+    """A daemon of its own; waits while the last one still holds /dev/cachefiles."""
+    last: Exception | None = None
+    for _ in range(40):
+        try:
+            return DaemonProc(CACHE / name)
+        except RuntimeError as e:
+            last = e
+            time.sleep(0.5)
+    raise RuntimeError(f"no daemon: {last}")
+
+
+def opens_of(status: dict, key: str) -> int:
+    return sum(1 for o in status["daemon"]["fscache"]["opens"] if o["key"] == key)
+
+
+def shared_domain(spec: dict) -> dict:
+    d = daemon("shared")
+    try:
+        a = d.client.mount(spec["images"]["a"], d.mountpoint("a"), fsid="a1", domain_id="d1",
+                           mode="fscache")
+        d.client.mount(spec["images"]["b"], d.mountpoint("b"), fsid="b1", domain_id="d1",
+                       mode="fscache")
+        same = (digests(d.mountpoint("a")) == spec["expected"]["a"]
+                and digests(d.mountpoint("b")) == spec["expected"]["b"])
+        status = d.client.status()
+        return {"mode": a["mode"], "files_equal": same,
+                "base_opens": opens_of(status, spec["base"]),
+                "volumes": sorted({c["volume"] for c in status["cookies"]}),
+                "base_refcount": next(c["refcount"] for c in status["cookies"]
+                                      if c["blob"] == "sha256:" + spec["base"])}
+    finally:
+        d.cleanup()
+
+
+def same_fsid_twice(spec: dict) -> dict:
+    d = daemon("eexist")
+    try:
+        d.client.mount(spec["images"]["a"], d.mountpoint("a"), fsid="a1", domain_id="d1",
+                       mode="fscache")
+        try:
+            d.client.mount(spec["images"]["a"], d.mountpoint("again"), fsid="a1",
+                           domain_id="d1", mode="fscache")
+            return {"errno": 0}
+        except ErofsdError as e:
+            return {"errno": e.errno, "message": str(e),
+                    "mounts": len(d.client.status()["mounts"])}
+    finally:
+        d.cleanup()
+
+
+def no_domain(spec: dict) -> dict:
+    d = daemon("private")
+    try:
+        d.client.mount(spec["images"]["a"], d.mountpoint("a"), fsid="a1", mode="fscache")
+        d.client.mount(spec["images"]["b"], d.mountpoint("b"), fsid="b1", mode="fscache")
+        same = (digests(d.mountpoint("a")) == spec["expected"]["a"]
+                and digests(d.mountpoint("b")) == spec["expected"]["b"])
+        status = d.client.status()
+        return {"files_equal": same, "base_opens": opens_of(status, spec["base"]),
+                "volumes": sorted({c["volume"] for c in status["cookies"]})}
+    finally:
+        d.cleanup()
+
+
+def unmount_and_remount(spec: dict) -> dict:
+    d = daemon("remount")
+    try:
+        mnt = d.mountpoint("a")
+        d.client.mount(spec["images"]["a"], mnt, fsid="a1", domain_id="d1", mode="fscache")
+        first = digests(mnt)
+        reads_before = d.client.status()["daemon"]["fscache"]["reads"]
+        d.client.umount(mnt)
+        time.sleep(0.5)  # CLOSE messages arrive after the unmount returns
+        empty = d.client.status()
+        d.client.mount(spec["images"]["a"], mnt, fsid="a1", domain_id="d1", mode="fscache")
+        second = digests(mnt)
+        after = d.client.status()["daemon"]["fscache"]
+        return {"files_equal": first == second == spec["expected"]["a"],
+                "registry_empty": not (empty["mounts"] or empty["domains"] or empty["cookies"]),
+                "objects_after_unmount": empty["daemon"]["fscache"]["objects"],
+                "reads_before": reads_before, "reads_after_remount": after["reads"]}
+    finally:
+        d.cleanup()
+
+
+def failover(spec: dict) -> dict:
+    d = daemon("failover")
+    try:
+        mnt = d.mountpoint("big")
+        d.client.mount(spec["big"]["image"], mnt, fsid="big", mode="fscache")
+        reader = subprocess.Popen([sys.executable, "-c", READ_ONE, mnt + spec["big"]["path"]],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(spec["big"].get("kill_after", 1.5))
+        in_flight = reader.poll() is None
+        d.kill9()
+        time.sleep(0.5)
+        d.start()  # takes /dev/cachefiles back from the holder and writes "restore"
+        out, _ = reader.communicate(timeout=900)
+        return {"in_flight": in_flight, "rc": reader.returncode,
+                "digest_ok": out.strip() == spec["big"]["digest"]}
+    finally:
+        d.cleanup()
+
+
+def source_fault(spec: dict) -> dict:
+    d = daemon("fault")
+    try:
+        mnt = d.mountpoint("bad")
+        d.client.mount(spec["bad"]["image"], mnt, fsid="bad", mode="fscache")
+        try:
+            with open(mnt + spec["bad"]["broken"], "rb") as f:
+                data = f.read()
+            broken = {"errno": 0, "zeros": data.count(0) == len(data)}
+        except OSError as e:
+            broken = {"errno": e.errno}
+        with open(mnt + spec["bad"]["fine"], "rb") as f:
+            fine_ok = hashlib.sha256(f.read()).hexdigest() == spec["bad"]["fine_digest"]
+        return {"broken": broken, "fine_ok": fine_ok,
+                "failed_reads": d.client.status()["daemon"]["fscache"]["failed_reads"]}
+    finally:
+        d.cleanup()
+
+
+SCENARIOS = [shared_domain, same_fsid_twice, no_domain, unmount_and_remount, failover,
+             source_fault]
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    findings = {}
+    for scenario in SCENARIOS:
+        started = time.monotonic()
+        try:
+            findings[scenario.__name__] = scenario(spec)
+        except Exception:
+            findings[scenario.__name__] = {"error": traceback.format_exc()}
+        findings[scenario.__name__]["seconds"] = round(time.monotonic() - started, 1)
+        print(f"scenario {scenario.__name__} done", file=sys.stderr, flush=True)
+    print(json.dumps(findings))
+
+
+if __name__ == "__main__":
+    assert errno.EEXIST == 17
+    main()
