@@ -67,7 +67,8 @@ def run(command: str, work: Path, *, images: tuple[str, str], timeout: float = 1
     args = ["qemu-system-x86_64", "-accel", "tcg", "-m", "1536", "-smp", "1", "-nographic",
             "-no-reboot", "-kernel", kernel, "-initrd", initramfs,
             "-append", f"console=ttyS0 panic=-1 quiet erofsd.work={work}",
-            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
+            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
+            "multidevs=remap",  # host mounts share inode numbers; keep them apart
             "-virtfs", f"local,path={work},mount_tag=work,security_model=none",
             "-drive", f"file={disk},if=virtio,format=raw"]
     try:

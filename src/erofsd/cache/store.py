@@ -18,6 +18,7 @@ import errno
 import fcntl
 import logging
 import os
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -125,9 +126,10 @@ class BlobCache:
         path = self.root / volume_dirname(volume)
         path.mkdir(mode=0o700, exist_ok=True)
         key_file = path / KEY_FILE
-        if not key_file.exists():
-            tmp = path / f".{KEY_FILE}.{os.getpid()}"
-            tmp.write_text(volume)
+        if not key_file.exists():  # concurrent writers each use their own temporary name
+            fd, tmp = tempfile.mkstemp(prefix=f".{KEY_FILE}.", dir=path)
+            with os.fdopen(fd, "w") as f:
+                f.write(volume)
             os.replace(tmp, key_file)
         return path
 

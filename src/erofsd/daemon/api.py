@@ -73,8 +73,11 @@ class Api:
                                "type": "InvalidArgument"})
         except OSError as e:
             code = e.errno or errno.EIO
+            where = f"{e.filename}: " if e.filename else ""
+            log.warning("request %s %s failed: %s%s", request.method, request.path, where, e)
             return _json(STATUS_OF_ERRNO.get(code, 500),
-                         {"error": e.strerror or str(e), "errno": code, "type": "ErofsdError"})
+                         {"error": where + (e.strerror or str(e)), "errno": code,
+                          "type": "ErofsdError"})
         except Exception as e:  # a bug: the daemon says so and keeps serving
             log.exception("request %s %s failed", request.method, request.path)
             return _json(500, {"error": f"internal error: {type(e).__name__}: {e}",

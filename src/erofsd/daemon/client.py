@@ -37,8 +37,9 @@ class DaemonClient:
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | str:
         try:
             reply = self._client.request(method, path, json=body)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError):
-            raise DaemonNotRunning(f"no erofsd daemon answers on {self.socket_path}") from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as e:
+            raise DaemonNotRunning(f"no erofsd daemon answers on {self.socket_path} "
+                                   f"({type(e).__name__}: {e})") from None
         if reply.headers.get("content-type", "").startswith("text/plain"):
             return reply.text
         payload = reply.json()

@@ -126,6 +126,9 @@ class FanotifyService:
                                                    message["count"])
         except OSError as e:
             code = e.errno or errno.EIO
+        except Exception:  # a bug: deny (never zeros), log it, and keep serving
+            log.exception("fanotify event %d failed", event_id)
+            code = errno.EIO
         finally:
             self.events += 1
             self.denied += not allow

@@ -16,6 +16,7 @@ daemon left are sent again, and objects it had opened are opened again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -94,12 +95,21 @@ class FscacheService:
                     nursery.start_soon(self._handle, message)
 
     async def _handle(self, message: fscache.Message) -> None:
-        if message.opcode == fscache.OP_OPEN:
-            await self._open(message)
-        elif message.opcode == fscache.OP_READ:
-            await self._read(message)
-        elif message.opcode == fscache.OP_CLOSE:
-            await self._close(message)
+        """One message. Nothing may escape: a bug answers with an error, and is logged."""
+        try:
+            if message.opcode == fscache.OP_OPEN:
+                await self._open(message)
+            elif message.opcode == fscache.OP_READ:
+                await self._read(message)
+            elif message.opcode == fscache.OP_CLOSE:
+                await self._close(message)
+        except Exception:
+            log.exception("fscache message %d (opcode %d) failed", message.msg_id,
+                          message.opcode)
+            if message.opcode == fscache.OP_OPEN and message.object_id not in self._objects:
+                with contextlib.suppress(OSError):
+                    fscache.copen(self.fd, message.msg_id, -errno.EIO)
+                    os.close(message.fd)
 
     async def _open(self, message: fscache.Message) -> None:
         key = (message.volume_key, message.cookie_key)
@@ -120,9 +130,9 @@ class FscacheService:
                 obj.cached = await trio.to_thread.run_sync(
                     self.cache.acquire, message.volume_key, target.blob, list(target.sources),
                     limiter=self._limiter)
-            except ErofsdError as e:
+            except (ErofsdError, OSError) as e:
                 log.error("cannot open blob %s: %s", target.blob.digest, e)
-                fscache.copen(self.fd, message.msg_id, -e.errno)
+                fscache.copen(self.fd, message.msg_id, -(e.errno or errno.EIO))
                 os.close(message.fd)
                 return
             size = target.blob.data_size
