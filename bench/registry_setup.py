@@ -9,6 +9,7 @@ from pathlib import Path
 
 from erofsd.erofs.builder import Layer
 from erofsd.erofs.dirlayer import read_dir_layer
+from erofsd.images import open_image
 from erofsd.localregistry import Registry
 from erofsd.oci.copy import push
 from erofsd.oci.image import build_to_layout
@@ -19,17 +20,35 @@ from erofsd.oci.transport import Transport
 @contextlib.contextmanager
 def pushed_image(name: str, layers: list[Path], chunk_size: int = 1 << 20
                  ) -> Iterator[tuple[str, int]]:
-    """(docker:// reference, total blob bytes) of an image built from ``layers``."""
+    """(docker:// reference, bytes of its blobs) of one image built from ``layers``."""
+    with pushed_images({name: layers}, chunk_size) as (refs, sizes):
+        yield refs[name], sizes["base"] + sizes[name]
+
+
+@contextlib.contextmanager
+def pushed_images(images: dict[str, list[Path]], chunk_size: int = 1 << 20
+                  ) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+    """Several images in one registry: (references by name, blob sizes by name).
+
+    Sizes: "base" is the first layer's blob, shared by every image; each
+    image's own entry is the size of its other blobs.
+    """
     with tempfile.TemporaryDirectory(prefix="erofsd-bench-reg-") as tmp:
         root = Path(tmp)
         registry = Registry(root / "registry")
         try:
-            trees = [Layer(*read_dir_layer(p), str(p)) for p in layers]
-            build_to_layout(trees, LayoutRef(str(root / "layout"), name), chunk_size=chunk_size)
-            ref = registry.ref(f"bench/{name}", "v1")
-            push(parse_layout_ref(f"oci:{root / 'layout'}:{name}"), parse_registry_ref(ref),
-                 Transport(insecure=True))
-            blobs = sum(p.stat().st_size for p in (root / "layout" / "blobs" / "sha256").iterdir())
-            yield ref, blobs
+            refs, sizes = {}, {}
+            for name, layers in images.items():
+                trees = [Layer(*read_dir_layer(p), str(p)) for p in layers]
+                build_to_layout(trees, LayoutRef(str(root / "layout"), name),
+                                chunk_size=chunk_size)
+                refs[name] = registry.ref(f"bench/{name}", "v1")
+                push(parse_layout_ref(f"oci:{root / 'layout'}:{name}"),
+                     parse_registry_ref(refs[name]), Transport(insecure=True))
+                with open_image(f"oci:{root / 'layout'}:{name}") as opened:
+                    blobs = opened.manifest.blobs
+                    sizes["base"] = blobs[0].size
+                    sizes[name] = sum(b.size for b in blobs[1:])
+            yield refs, sizes
         finally:
             registry.stop()

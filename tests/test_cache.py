@@ -104,20 +104,31 @@ def test_adjacent_misses_merge_up_to_the_limit(image, tmp_path):
 
 def test_readahead_window_and_off(image, tmp_path):
     cache, blob, source = open_blob(image, tmp_path / "a", readahead=3 * 65536)
-    blob.read_at(0, 10)  # the start of the blob begins a stream: the window applies
-    assert source.requests[1:] == [(0, 4 * 65536)]
+    blob.read_at(0, 10)  # the start of the blob begins a stream: a window applies
+    assert source.requests[1:] == [(0, 3 * 65536)]
     blob.read_at(65536 * 2, 10)  # inside the readahead: no request
     assert len(source.requests) == 2
     blob.read_at(65536 * 20, 10)  # a random miss fetches only what it needs
     assert source.requests[2:] == [(65536 * 20, 65536)]
-    blob.read_at(65536 * 21, 10)  # continuing it is sequential: the window again
-    assert source.requests[3:] == [(65536 * 21, 4 * 65536)]
-    blob.read_at(65536 * 4, 10)  # continuing the first stream too
-    assert source.requests[4:] == [(65536 * 4, 4 * 65536)]
+    blob.read_at(65536 * 21, 10)  # continuing it is sequential: a window again
+    assert source.requests[3:] == [(65536 * 21, 3 * 65536)]
+    blob.read_at(65536 * 3, 10)  # continuing the first stream too, at the limit now
+    assert source.requests[4:] == [(65536 * 3, 4 * 65536)]
     cache.release(blob)
     cache, blob, source = open_blob(image, tmp_path / "b", readahead=0)
     blob.read_at(0, 10)
     assert source.requests[1:] == [(0, 65536)]
+    cache.release(blob)
+
+
+def test_readahead_window_grows_with_the_stream(image, tmp_path):
+    cache, blob, source = open_blob(image, tmp_path, readahead=6 * 65536)
+    blob.read_at(65536 * 10, 10)  # random: no readahead
+    blob.read_at(65536 * 11, 10)  # first continuation: twice the miss
+    blob.read_at(65536 * 14, 10)  # then twice the last window
+    blob.read_at(65536 * 19, 10)  # up to the limit
+    assert source.requests[1:] == [(65536 * 10, 65536), (65536 * 11, 3 * 65536),
+                                   (65536 * 14, 5 * 65536), (65536 * 19, 7 * 65536)]
     cache.release(blob)
 
 

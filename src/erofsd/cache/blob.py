@@ -6,7 +6,8 @@ against its sha256 from the chunk table, written, and only then marked
 present. Within a process, concurrent misses on a chunk make one fetch
 (single flight); across processes, byte-range locks on the present map
 do the same. Adjacent misses merge into one request up to
-``merge_limit``, and a readahead window can extend a miss forward.
+``merge_limit``, and a miss that continues a sequential stream reads ahead
+by a window that grows with the stream.
 
 A write error (ENOSPC, EIO) fails the read with a CacheError that names
 the cause, marks nothing, and leaves the cache usable.
@@ -52,7 +53,7 @@ STREAMS = 16  # sequential readers tracked per blob for readahead
 @dataclasses.dataclass
 class CacheTuning:
     merge_limit: int = 4 << 20  # largest single request made of adjacent misses
-    # Extra bytes fetched after a miss that continues the previous fetch
+    # The largest window fetched after a miss that continues a previous fetch
     # (sequential reading); a random miss fetches only what it needs. 0: off.
     readahead: int = 1 << 20
 
@@ -84,8 +85,9 @@ class CachedBlob:
         self.owned = False  # set by the daemon that serves this blob through fanotify
         self._lock = threading.Lock()
         self._inflight: dict[int, threading.Event] = {}
-        # where the next miss of each recent sequential stream lands (entry after its fetch)
-        self._streams: OrderedDict[int, None] = OrderedDict({0: None})
+        # recent sequential streams: the entry after each one's last fetch -> the
+        # readahead window that fetch used (the start of the blob begins one)
+        self._streams: OrderedDict[int, int] = OrderedDict({0: 0})
         self.recover_if_rebooted()
 
     # -- the ReadAt interface -----------------------------------------------
@@ -197,9 +199,10 @@ class CachedBlob:
                 mine = [i for i in missing if i not in self._inflight]
                 waits = {self._inflight[i] for i in missing if i in self._inflight}
                 if mine:
-                    if self._streams.pop(wanted.start, False) is None:  # continues a stream
-                        mine += self._readahead(max(wanted.stop, mine[-1] + 1))
-                    self._streams[mine[-1] + 1] = None
+                    window = self._window(wanted.start, mine)
+                    if window:
+                        mine += self._readahead(max(wanted.stop, mine[-1] + 1), window)
+                    self._streams[mine[-1] + 1] = window
                     if len(self._streams) > STREAMS:
                         self._streams.popitem(last=False)
                 event = threading.Event()
@@ -216,8 +219,21 @@ class CachedBlob:
             for other in waits:
                 other.wait()
 
-    def _readahead(self, start: int) -> list[int]:
-        extra, budget = [], self.tuning.readahead
+    def _window(self, start: int, missing: list[int]) -> int:
+        """Readahead bytes for a miss: none unless it continues a stream.
+
+        A stream's first continuation reads ahead twice the miss, each next one
+        twice the last window, up to ``tuning.readahead``: a few small files
+        read in order cost little, a long sequential read soon gets the lot.
+        """
+        last = self._streams.pop(start, None)
+        if last is None or not self.tuning.readahead:
+            return 0
+        miss = sum(self.table.entries[i].length for i in missing)
+        return min(self.tuning.readahead, max(2 * last, 2 * miss))
+
+    def _readahead(self, start: int, budget: int) -> list[int]:
+        extra = []
         i = start
         entries = self.table.entries
         while budget > 0 and i < len(entries) and not self.pmap.is_present(i) \
