@@ -6,12 +6,23 @@ import argparse
 import platform
 import time
 
-from . import b1_build, b2_warm, b3_lazy_start, b4_sharing, b5_latency, b6_memory, convert, lazy_reads
+from . import (
+    b1_build,
+    b2_warm,
+    b3_lazy_start,
+    b4_sharing,
+    b5_latency,
+    b6_memory,
+    b7_fscache,
+    convert,
+    lazy_reads,
+)
 from .common import print_table, write_json
 
 SUITE = {"B1": lambda quick: b1_build.run(quick) + convert.run(quick), "B2": b2_warm.run,
          "B3": lambda quick: b3_lazy_start.run(quick) + lazy_reads.run(quick),
-         "B4": b4_sharing.run, "B5": b5_latency.run, "B6": b6_memory.run}
+         "B4": b4_sharing.run, "B5": b5_latency.run, "B6": b6_memory.run,
+         "B7": b7_fscache.run}
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""A docker-registry on 127.0.0.1 with an image pushed to it, for the benchmarks."""
+"""Images for the benchmarks: built into a layout, and pushed to a docker-registry on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ from erofsd.oci.copy import push
 from erofsd.oci.image import build_to_layout
 from erofsd.oci.reference import LayoutRef, parse_layout_ref, parse_registry_ref
 from erofsd.oci.transport import Transport
+
+
+def build_image(layout: Path, name: str, layers: list[Path], chunk_size: int = 1 << 20) -> str:
+    """An erofsd image of ``layers`` (directories) tagged ``name`` in ``layout``."""
+    trees = [Layer(*read_dir_layer(p), str(p)) for p in layers]
+    build_to_layout(trees, LayoutRef(str(layout), name), chunk_size=chunk_size)
+    return f"oci:{layout}:{name}"
 
 
 @contextlib.contextmanager
@@ -39,9 +46,7 @@ def pushed_images(images: dict[str, list[Path]], chunk_size: int = 1 << 20
         try:
             refs, sizes = {}, {}
             for name, layers in images.items():
-                trees = [Layer(*read_dir_layer(p), str(p)) for p in layers]
-                build_to_layout(trees, LayoutRef(str(root / "layout"), name),
-                                chunk_size=chunk_size)
+                build_image(root / "layout", name, layers, chunk_size)
                 refs[name] = registry.ref(f"bench/{name}", "v1")
                 push(parse_layout_ref(f"oci:{root / 'layout'}:{name}"),
                      parse_registry_ref(refs[name]), Transport(insecure=True))

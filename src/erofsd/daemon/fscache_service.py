@@ -65,6 +65,7 @@ class FscacheService:
         self._objects: dict[int, _Object] = {}
         self.opens: list[dict] = []  # every OPEN, for status and tests
         self.reads = 0
+        self.read_bytes = 0  # bytes the kernel asked for in READs
         self.failed_reads = 0
         self._limiter = trio.CapacityLimiter(8)
 
@@ -145,6 +146,7 @@ class FscacheService:
             log.error("READ of object %d, which was never opened", message.object_id)
             return
         self.reads += 1
+        self.read_bytes += message.length
         try:
             data = await trio.to_thread.run_sync(self._fetch, obj, message.offset,
                                                  message.length, limiter=self._limiter)
@@ -173,7 +175,7 @@ class FscacheService:
 
     def view(self) -> dict:
         return {"opens": list(self.opens), "objects": len(self._objects), "reads": self.reads,
-                "failed_reads": self.failed_reads}
+                "read_bytes": self.read_bytes, "failed_reads": self.failed_reads}
 
 
 def mount_options(fsid: str, domain_id: str | None) -> str:
