@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 
 from . import (
@@ -35,7 +36,9 @@ def main() -> None:
     figures = []
     started = time.time()
     for figure_id in wanted:
+        began = time.time()
         figures += SUITE[figure_id](args.quick)
+        print(f"{figure_id} took {time.time() - began:.0f}s", file=sys.stderr, flush=True)
     print(f"\nerofsd benchmarks, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
           f"{platform.machine()}, {platform.release()}, "
           f"{'quick' if args.quick else 'full'}, {time.time() - started:.0f}s\n")
