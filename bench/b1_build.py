@@ -39,7 +39,7 @@ def _mkfs(tree: Path, work: Path) -> Sample:
 
 def run(quick: bool) -> list[Figure]:
     runs = 3 if quick else 5
-    sets = [("stdlib", stdlib_tree()),
+    sets = [("stdlib", stdlib_tree(quick)),
             ("large files", large_files_tree(4, (32 if quick else 256) * MIB))]
     figures = []
     for name, tree in sets:

@@ -27,7 +27,7 @@ def run(quick: bool) -> list[Figure]:
     from daemonutil import DaemonProc
 
     runs = 3 if quick else 7  # cold reads after drop_caches are the noisiest figure here
-    tree = stdlib_tree()
+    tree = stdlib_tree(quick)
     _, size = tree_bytes(tree)
     mib = size / MIB
     figures = []

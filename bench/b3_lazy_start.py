@@ -31,7 +31,7 @@ RECORD = ("import sys\nopened = []\n"
           "print('\\n'.join(opened))")
 
 
-def workload_files() -> list[str]:
+def workload_files(quick: bool) -> list[str]:
     """Paths, relative to the stdlib, that the imports open."""
     stdlib = sysconfig.get_paths()["stdlib"]
     out = subprocess.run([sys.executable, "-I", "-c", RECORD], check=True, capture_output=True,
@@ -39,7 +39,7 @@ def workload_files() -> list[str]:
     found = sorted({os.path.relpath(p, stdlib) for p in out
                     if p.startswith(stdlib + "/") and os.path.isfile(p)
                     and "site-packages" not in p})
-    return [p for p in found if (stdlib_tree() / p).is_file()]
+    return [p for p in found if (stdlib_tree(quick) / p).is_file()]
 
 
 def run_workload(root: str, files: list[str]) -> int:
@@ -55,10 +55,10 @@ def run(quick: bool) -> list[Figure]:
     from daemonutil import DaemonProc
 
     runs = 3 if quick else 5
-    files = workload_files()
-    read_bytes = sum((stdlib_tree() / p).stat().st_size for p in files)
+    files = workload_files(quick)
+    read_bytes = sum((stdlib_tree(quick) / p).stat().st_size for p in files)
     fetched: list[int] = []
-    with pushed_image("stdlib-b3", [stdlib_tree()]) as (ref, image_bytes), \
+    with pushed_image("stdlib-b3", [stdlib_tree(quick)]) as (ref, image_bytes), \
             tempfile.TemporaryDirectory(prefix="erofsd-bench-b3-") as tmp:
         root = Path(tmp)
 

@@ -54,7 +54,7 @@ def _measure(refs: list[str], root: Path, domain: str | None) -> tuple[int, int]
 def run(quick: bool) -> list[Figure]:
     tests_on_path()
     counts = (2, 4) if quick else (2, 4, 8)
-    base = stdlib_tree()
+    base = stdlib_tree(quick)
     apps = [app_tree(i, (4 if quick else 20) * MIB) for i in range(max(counts))]
     figures = []
     images = {f"img{i}": [base, app] for i, app in enumerate(apps)}

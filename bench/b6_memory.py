@@ -28,7 +28,7 @@ def run(quick: bool) -> list[Figure]:
     figures = []
     with tempfile.TemporaryDirectory(prefix="erofsd-bench-b6-") as tmp:
         root = Path(tmp)
-        tree = stdlib_tree() / "json"
+        tree = stdlib_tree(quick) / "json"
         build_to_layout([Layer(*read_dir_layer(tree), str(tree))], LayoutRef(str(root / "img")),
                         chunk_size=1 << 20)
         image = f"oci:{root / 'img'}"

@@ -1,9 +1,10 @@
 """B7 fscache: the B3 workload over EROFS on fscache on-demand, in the qemu guest.
 
 The guest runs a 6.1 kernel under TCG, so its times mean nothing; only
-bytes and ratios count. Each run is a fresh daemon in `--mode fscache`
-with an empty cache: mount the stdlib image (from an OCI layout: the guest
-has no network) and read the files of the B3 import workload. On the host,
+bytes and ratios count. One daemon in `--mode fscache`; each run mounts
+the stdlib image (from an OCI layout: the guest has no network) under a
+fsid of its own, so into empty caches, and reads the files of the B3 import
+workload. On the host,
 ``run`` builds the image and boots the guest once; in the guest,
 ``python -m bench.b7_fscache SPEC`` does the runs and prints its findings.
 """
@@ -36,12 +37,12 @@ def run(quick: bool) -> list[Figure]:
         return []
     images = guest.build()
     runs = 3 if quick else 5
-    files = workload_files()
+    files = workload_files(quick)
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="erofsd-bench-b7-", dir=DATA_DIR) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
-        image = build_image(work / "layout", "stdlib", [stdlib_tree()])
+        image = build_image(work / "layout", "stdlib", [stdlib_tree(quick)])
         spec = {"image": image, "files": files, "runs": runs}
         (work / "spec.json").write_text(json.dumps(spec))
         command = (f"export PYTHONPATH={ROOT}:{ROOT / 'tests'}\n"
@@ -89,36 +90,43 @@ def _disk_usage(root: Path) -> int:
 
 
 def in_guest(spec: dict) -> dict:
-    """The runs, inside the guest: a fresh daemon and an empty cache each."""
+    """The runs, inside the guest: one daemon, and each run an image mounted under a fsid
+    of its own and no domain, so a volume of its own: both caches start empty."""
     from daemonutil import DaemonProc
+    from erofsd.cache.store import BlobCache
     from erofsd.images import open_image
 
     from .b3_lazy_start import run_workload
 
     found: dict = {"fetched": [], "reads": [], "read_bytes": [], "cache": [], "cachefiles": []}
-    for i in range(spec["runs"]):
-        daemon = DaemonProc(Path("/run/cache") / f"b7-{i}")
-        try:
-            mnt = daemon.mountpoint("m")
-            daemon.client.mount(spec["image"], mnt, fsid=f"b7run{i}", mode="fscache")
-            found["bytes_read"] = run_workload(mnt, spec["files"])
-            status = daemon.client.status()
-            fscache = status["daemon"]["fscache"]
-            blobs = [c for c in status["cookies"] if c["blob"]]
-            found["fetched"].append(sum(c["fetched_bytes"] for c in blobs))
-            found["reads"].append(fscache["reads"])
-            found["read_bytes"].append(fscache["read_bytes"])
-            daemon.client.umount(mnt)
-            time.sleep(1)  # cachefiles links its objects into the directory on their CLOSE
-            found["cachefiles"].append(_disk_usage(daemon.state / "fscache"))
-            found["cache"].append(_disk_usage(daemon.state) - found["cachefiles"][-1])
-        finally:
-            daemon.cleanup()
-        print(f"B7 run {i + 1}/{spec['runs']} done", file=sys.stderr, flush=True)
     with open_image(spec["image"]) as opened:
         found["table_bytes"] = sum(b.table_size for b in opened.manifest.blobs)
         found["metadata_bytes"] = opened.manifest.bootstrap.size + found["table_bytes"]
         found["image_bytes"] = sum(b.size for b in opened.manifest.blobs)
+        bootstrap_bytes = opened.manifest.bootstrap.size  # erofsd keeps a whole copy
+    daemon = DaemonProc(Path("/run/cache") / "b7")
+    try:
+        for i in range(spec["runs"]):
+            fsid, mnt = f"b7run{i}", daemon.mountpoint(f"m{i}")
+            before = daemon.client.status()["daemon"]["fscache"]
+            daemon.client.mount(spec["image"], mnt, fsid=fsid, mode="fscache")
+            found["bytes_read"] = run_workload(mnt, spec["files"])
+            status = daemon.client.status()
+            after = status["daemon"]["fscache"]
+            found["fetched"].append(sum(c["fetched_bytes"] for c in status["cookies"]
+                                        if c["blob"] and c["volume"] == f"erofs,{fsid}"))
+            found["reads"].append(after["reads"] - before["reads"])
+            found["read_bytes"].append(after["read_bytes"] - before["read_bytes"])
+            daemon.client.umount(mnt)
+            time.sleep(1)  # cachefiles links its objects into the directory on their CLOSE
+            found["cachefiles"].append(
+                _disk_usage(daemon.state / "fscache" / "cache" / f"Ierofs,{fsid}"))
+            found["cache"].append(bootstrap_bytes + sum(
+                b.disk_bytes for v in BlobCache(daemon.state).list()
+                if v.volume == f"erofs,{fsid}" for b in v.blobs))
+            print(f"B7 run {i + 1}/{spec['runs']} done", file=sys.stderr, flush=True)
+    finally:
+        daemon.cleanup()
     return found
 
 

@@ -41,17 +41,17 @@ def _peak_mib(args: list[str]) -> float:
     return int(out.strip().splitlines()[-1]) / 1024
 
 
-def _images() -> tuple[Path, list[Path], int]:
+def _images(quick: bool) -> tuple[Path, list[Path], int]:
     """(layout with tags a and b, gzip layers of a, uncompressed bytes of a)."""
     tests_on_path()
     from imagekit import write_image
 
-    root = DATA_DIR / "convert-src"
+    root = DATA_DIR / ("convert-src-quick" if quick else "convert-src")
     layers_dir = root / "layers"
     if not (root / "done").exists():
         shutil.rmtree(root, ignore_errors=True)
         layers_dir.mkdir(parents=True)
-        trees = [stdlib_tree(), large_files_tree(1, 64 * MIB, seed=5)]
+        trees = [stdlib_tree(quick), large_files_tree(1, (16 if quick else 64) * MIB, seed=5)]
         tars = [subprocess.run(["tar", "-C", str(t), "--sort=name", "--mtime=@1600000000",
                                 "-cf", "-", "."], check=True, capture_output=True).stdout
                 for t in trees]
@@ -89,7 +89,7 @@ def _two_step(layers: list[Path], work: Path) -> Sample:
 
 def run(quick: bool) -> list[Figure]:
     runs = 3 if quick else 5
-    layout, layers, size = _images()
+    layout, layers, size = _images(quick)
     mib = size / MIB
     figures = []
     with tempfile.TemporaryDirectory(prefix="erofsd-bench-convert-") as tmp:

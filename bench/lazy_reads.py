@@ -57,7 +57,7 @@ def _random_files(ref: str, state: Path, readahead: int | None, seed: int) -> tu
 
 def run(quick: bool) -> list[Figure]:
     runs = 3 if quick else 5
-    tree = stdlib_tree()
+    tree = stdlib_tree(quick)
     figures = []
     with pushed_image("stdlib", [tree]) as (ref, image_bytes), \
             tempfile.TemporaryDirectory(prefix="erofsd-bench-") as tmp:
