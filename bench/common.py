@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import resource
@@ -55,7 +56,8 @@ class Figure:
     def to_json(self) -> dict:
         return {"id": self.id, "metric": self.metric, "unit": self.unit,
                 "erofsd": round(self.erofsd, 4), "peer": self.peer,
-                "peer_value": round(self.peer_value, 4), "ratio": round(self.ratio, 3),
+                "peer_value": round(self.peer_value, 4),
+                "ratio": None if math.isnan(self.ratio) else round(self.ratio, 3),
                 "params": self.params}
 
 
