@@ -1,7 +1,9 @@
 """B2 warm read: a whole tree read through the mount, blobs fully cached, page cache dropped.
 
-- the fanotify mount against a kernel EROFS mount of the same bootstrap and
-  blob as plain local files (the physical limit);
+- the fanotify mount against a kernel EROFS mount of the very files the
+  daemon serves (its bootstrap and its complete cache file) with no daemon
+  in the way: the physical limit. The same files, so the same blocks of the
+  disk: on a VM disk, two copies of a blob can read at speeds 1.5x apart;
 - the FUSE mount against squashfuse on an uncompressed squashfs of the tree.
 """
 
@@ -11,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from erofsd.cache.store import BlobCache
 from erofsd.daemon.service import set_readahead
 from erofsd.erofs.builder import Layer
 from erofsd.erofs.dirlayer import read_dir_layer
@@ -37,8 +40,8 @@ def run(quick: bool) -> list[Figure]:
                         chunk_size=1 << 20)
         image = f"oci:{root / 'img'}"
         with open_image(image) as opened:
-            layout_blobs = [b.path for b in opened.blobs]
-            bootstrap = root / "img" / "blobs" / "sha256" / opened.manifest.bootstrap.digest[7:]
+            digests = [b.digest.split(":", 1)[1] for b in opened.manifest.blobs]
+            bootstrap = opened.manifest.bootstrap.digest.split(":", 1)[1]
         daemon = DaemonProc(root / "daemon")
         local = root / "local"
         local.mkdir()
@@ -51,7 +54,9 @@ def run(quick: bool) -> list[Figure]:
             daemon.client.mount(image, fuse, mode="fuse", domain_id="warm-fuse")
             for mountpoint in (fan, fuse):  # fill the cache: the mount is then warm
                 time_tar(mountpoint)
-            mount_erofs(str(bootstrap), str(local), layout_blobs)
+            volume = next(v for v in BlobCache(daemon.state).list() if v.volume == "erofs,warm")
+            mount_erofs(str(daemon.state / "bootstraps" / bootstrap), str(local),
+                        [str(Path(volume.path) / d) for d in digests])
             set_readahead(str(local))  # the same readahead the daemon gives its mounts
             subprocess.run(["mksquashfs", str(tree), str(squash), "-noI", "-noId", "-noD",
                             "-noF", "-noX", "-quiet", "-no-progress"], check=True,
@@ -60,7 +65,7 @@ def run(quick: bool) -> list[Figure]:
             ours, peer = alternate(runs, lambda: time_tar(fan), lambda: time_tar(str(local)))
             params = {"data": "stdlib", "bytes": size, "runs": runs}
             figures.append(Figure("B2", "warm read, fanotify mount", "MiB/s",
-                                  mib / median(ours), "kernel EROFS on local files",
+                                  mib / median(ours), "kernel EROFS on the same files",
                                   mib / median(peer), params, goal=">= 0.95"))
             ours, peer = alternate(runs, lambda: time_tar(fuse),
                                    lambda: time_tar(str(squash_mnt)))
