@@ -64,8 +64,7 @@ def run(quick: bool) -> list[Figure]:
 
         def lazy() -> Sample:
             shutil.rmtree(root / "lazy", ignore_errors=True)
-            daemon = DaemonProc(root / "lazy")
-            try:
+            with DaemonProc(root / "lazy") as daemon:
                 drop_caches()
                 started = time.perf_counter()
                 mnt = daemon.mountpoint("m")
@@ -74,8 +73,6 @@ def run(quick: bool) -> list[Figure]:
                 wall = time.perf_counter() - started
                 fetched.append(sum(c["fetched_bytes"] for c in daemon.client.status()["cookies"]))
                 return Sample(wall, 0)
-            finally:
-                daemon.cleanup()
 
         def full_pull() -> Sample:
             shutil.rmtree(root / "pull", ignore_errors=True)

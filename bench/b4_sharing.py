@@ -37,8 +37,7 @@ def _read_all(mountpoint: str) -> None:
 
 def _measure(refs: list[str], root: Path, domain: str | None) -> tuple[int, int]:
     from daemonutil import DaemonProc
-    daemon = DaemonProc(root)
-    try:
+    with DaemonProc(root) as daemon:
         for i, ref in enumerate(refs):
             daemon.client.mount(ref, daemon.mountpoint(f"m{i}"), insecure=True, fsid=f"img{i}",
                                 domain_id=domain)
@@ -47,8 +46,6 @@ def _measure(refs: list[str], root: Path, domain: str | None) -> tuple[int, int]
         fetched = sum(c["fetched_bytes"] for c in daemon.client.status()["cookies"])
         disk = sum(b.disk_bytes for v in BlobCache(daemon.state).list() for b in v.blobs)
         return fetched, disk
-    finally:
-        daemon.cleanup()
 
 
 def run(quick: bool) -> list[Figure]:

@@ -88,8 +88,7 @@ def _latencies(ref: str, root: Path, chunk_size: int, runs: int, count: int
 
     def erofsd_reads() -> Sample:
         shutil.rmtree(root / "daemon", ignore_errors=True)  # a cold cache
-        daemon = DaemonProc(root / "daemon")
-        try:
+        with DaemonProc(root / "daemon") as daemon:
             mnt = daemon.mountpoint("m")
             daemon.client.mount(ref, mnt, insecure=True)
             fd = os.open(os.path.join(mnt, "data"), os.O_RDONLY)
@@ -102,8 +101,6 @@ def _latencies(ref: str, root: Path, chunk_size: int, runs: int, count: int
             os.close(fd)
             ours.append(times)
             return Sample(sum(times), 0)
-        finally:
-            daemon.cleanup()
 
     def plain_gets() -> Sample:
         times = []

@@ -32,8 +32,7 @@ def run(quick: bool) -> list[Figure]:
         build_to_layout([Layer(*read_dir_layer(tree), str(tree))], LayoutRef(str(root / "img")),
                         chunk_size=1 << 20)
         image = f"oci:{root / 'img'}"
-        daemon = DaemonProc(root / "daemon")
-        try:
+        with DaemonProc(root / "daemon") as daemon:
             mounted = 0
             for target in (1, 10, 100):
                 while mounted < target:
@@ -50,6 +49,4 @@ def run(quick: bool) -> list[Figure]:
             figures.append(Figure("B6", "one FUSE worker's RSS", "MiB",
                                   _rss(view["worker_pid"]) / MIB, "budget at 100 mounts",
                                   BUDGET / MIB, {"mode": "fuse"}, higher_is_better=False))
-        finally:
-            daemon.cleanup()
     return figures

@@ -104,8 +104,7 @@ def in_guest(spec: dict) -> dict:
         found["metadata_bytes"] = opened.manifest.bootstrap.size + found["table_bytes"]
         found["image_bytes"] = sum(b.size for b in opened.manifest.blobs)
         bootstrap_bytes = opened.manifest.bootstrap.size  # erofsd keeps a whole copy
-    daemon = DaemonProc(Path("/run/cache") / "b7")
-    try:
+    with DaemonProc(Path("/run/cache") / "b7") as daemon:
         for i in range(spec["runs"]):
             fsid, mnt = f"b7run{i}", daemon.mountpoint(f"m{i}")
             before = daemon.client.status()["daemon"]["fscache"]
@@ -125,8 +124,6 @@ def in_guest(spec: dict) -> dict:
                 b.disk_bytes for v in BlobCache(daemon.state).list()
                 if v.volume == f"erofs,{fsid}" for b in v.blobs))
             print(f"B7 run {i + 1}/{spec['runs']} done", file=sys.stderr, flush=True)
-    finally:
-        daemon.cleanup()
     return found
 
 

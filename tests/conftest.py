@@ -111,9 +111,8 @@ def daemon(tmp_path):
     reason = _daemon_skip_reason()
     if reason:
         pytest.skip(reason)
-    proc = DaemonProc(tmp_path / "d")
-    yield proc
-    proc.cleanup()
+    with DaemonProc(tmp_path / "d") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="session")

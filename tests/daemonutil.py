@@ -25,6 +25,12 @@ class DaemonProc:
         self.client = DaemonClient(self.socket, timeout=300)
         self.start()
 
+    def __enter__(self) -> DaemonProc:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(

@@ -7,6 +7,7 @@ findings; the tests on the host assert on them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from daemonutil import DaemonProc
@@ -38,16 +40,22 @@ def digests(root: str) -> dict[str, str]:
     return found
 
 
-def daemon(name: str) -> DaemonProc:
-    """A daemon of its own; waits while the last one still holds /dev/cachefiles."""
+@contextlib.contextmanager
+def daemon(name: str) -> Iterator[DaemonProc]:
+    """A daemon of its own, cleaned up after; waits while the last one still holds
+    /dev/cachefiles."""
     last: Exception | None = None
     for _ in range(40):
         try:
-            return DaemonProc(CACHE / name)
+            d = DaemonProc(CACHE / name)
+            break
         except RuntimeError as e:
             last = e
             time.sleep(0.5)
-    raise RuntimeError(f"no daemon: {last}")
+    else:
+        raise RuntimeError(f"no daemon: {last}")
+    with d:
+        yield d
 
 
 def opens_of(status: dict, key: str) -> int:
@@ -55,8 +63,7 @@ def opens_of(status: dict, key: str) -> int:
 
 
 def shared_domain(spec: dict) -> dict:
-    d = daemon("shared")
-    try:
+    with daemon("shared") as d:
         a = d.client.mount(spec["images"]["a"], d.mountpoint("a"), fsid="a1", domain_id="d1",
                            mode="fscache")
         d.client.mount(spec["images"]["b"], d.mountpoint("b"), fsid="b1", domain_id="d1",
@@ -69,13 +76,10 @@ def shared_domain(spec: dict) -> dict:
                 "volumes": sorted({c["volume"] for c in status["cookies"]}),
                 "base_refcount": next(c["refcount"] for c in status["cookies"]
                                       if c["blob"] == "sha256:" + spec["base"])}
-    finally:
-        d.cleanup()
 
 
 def same_fsid_twice(spec: dict) -> dict:
-    d = daemon("eexist")
-    try:
+    with daemon("eexist") as d:
         d.client.mount(spec["images"]["a"], d.mountpoint("a"), fsid="a1", domain_id="d1",
                        mode="fscache")
         try:
@@ -85,13 +89,10 @@ def same_fsid_twice(spec: dict) -> dict:
         except ErofsdError as e:
             return {"errno": e.errno, "message": str(e),
                     "mounts": len(d.client.status()["mounts"])}
-    finally:
-        d.cleanup()
 
 
 def no_domain(spec: dict) -> dict:
-    d = daemon("private")
-    try:
+    with daemon("private") as d:
         d.client.mount(spec["images"]["a"], d.mountpoint("a"), fsid="a1", mode="fscache")
         d.client.mount(spec["images"]["b"], d.mountpoint("b"), fsid="b1", mode="fscache")
         same = (digests(d.mountpoint("a")) == spec["expected"]["a"]
@@ -99,13 +100,10 @@ def no_domain(spec: dict) -> dict:
         status = d.client.status()
         return {"files_equal": same, "base_opens": opens_of(status, spec["base"]),
                 "volumes": sorted({c["volume"] for c in status["cookies"]})}
-    finally:
-        d.cleanup()
 
 
 def unmount_and_remount(spec: dict) -> dict:
-    d = daemon("remount")
-    try:
+    with daemon("remount") as d:
         mnt = d.mountpoint("a")
         d.client.mount(spec["images"]["a"], mnt, fsid="a1", domain_id="d1", mode="fscache")
         first = digests(mnt)
@@ -120,13 +118,10 @@ def unmount_and_remount(spec: dict) -> dict:
                 "registry_empty": not (empty["mounts"] or empty["domains"] or empty["cookies"]),
                 "objects_after_unmount": empty["daemon"]["fscache"]["objects"],
                 "reads_before": reads_before, "reads_after_remount": after["reads"]}
-    finally:
-        d.cleanup()
 
 
 def failover(spec: dict) -> dict:
-    d = daemon("failover")
-    try:
+    with daemon("failover") as d:
         mnt = d.mountpoint("big")
         d.client.mount(spec["big"]["image"], mnt, fsid="big", mode="fscache")
         reader = subprocess.Popen([sys.executable, "-c", READ_ONE, mnt + spec["big"]["path"]],
@@ -139,13 +134,10 @@ def failover(spec: dict) -> dict:
         out, _ = reader.communicate(timeout=900)
         return {"in_flight": in_flight, "rc": reader.returncode,
                 "digest_ok": out.strip() == spec["big"]["digest"]}
-    finally:
-        d.cleanup()
 
 
 def source_fault(spec: dict) -> dict:
-    d = daemon("fault")
-    try:
+    with daemon("fault") as d:
         mnt = d.mountpoint("bad")
         d.client.mount(spec["bad"]["image"], mnt, fsid="bad", mode="fscache")
         try:
@@ -158,8 +150,6 @@ def source_fault(spec: dict) -> dict:
             fine_ok = hashlib.sha256(f.read()).hexdigest() == spec["bad"]["fine_digest"]
         return {"broken": broken, "fine_ok": fine_ok,
                 "failed_reads": d.client.status()["daemon"]["fscache"]["failed_reads"]}
-    finally:
-        d.cleanup()
 
 
 SCENARIOS = [shared_domain, same_fsid_twice, no_domain, unmount_and_remount, failover,

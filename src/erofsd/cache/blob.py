@@ -167,7 +167,7 @@ class CachedBlob:
 
     @property
     def complete(self) -> bool:
-        return all(b for b in self.pmap.bytes)
+        return self.pmap.all_present()
 
     @property
     def cached_bytes(self) -> int:

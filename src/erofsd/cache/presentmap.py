@@ -135,6 +135,9 @@ class PresentMap:
     def is_present(self, index: int) -> bool:
         return self.bytes[index] == PRESENT
 
+    def all_present(self) -> bool:
+        return self.bytes.count(PRESENT) == len(self.bytes)  # in C: asked after every event
+
     def refresh(self, first: int, stop: int) -> None:
         """Re-read entries another process may have marked."""
         self.bytes[first:stop] = os.pread(self.fd, stop - first, HEADER_SIZE + first)

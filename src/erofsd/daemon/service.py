@@ -181,11 +181,7 @@ class Daemon:
             return await self._attach_fscache(record, manifest, source, bootstrap_path, boot_fd,
                                               restoring)
         try:
-            mount = await trio.to_thread.run_sync(lambda: self.registry.mount(
-                record.fsid, record.domain_id, [b.digest for b in manifest.blobs],
-                context=(manifest, source),
-                info={"mountpoint": record.mountpoint, "mode": record.mode,
-                      "image": record.image}))
+            mount = await self._register(record, manifest, source)
         except BaseException:
             os.close(boot_fd)
             raise
@@ -226,11 +222,7 @@ class Daemon:
                               + (f" in domain {record.domain_id}" if record.domain_id else "")
                               + f": {e.strerror} (see dmesg)", errno=e.errno) from None
             try:
-                pending.mount = await trio.to_thread.run_sync(lambda: self.registry.mount(
-                    record.fsid, record.domain_id, [b.digest for b in manifest.blobs],
-                    context=(manifest, source),
-                    info={"mountpoint": record.mountpoint, "mode": record.mode,
-                          "image": record.image}))
+                pending.mount = await self._register(record, manifest, source)
             except BaseException:
                 if not restoring:
                     await trio.to_thread.run_sync(umount, record.mountpoint)
@@ -240,6 +232,13 @@ class Daemon:
             os.close(boot_fd)
             raise
         return pending
+
+    async def _register(self, record: MountRecord, manifest: ErofsdManifest, source) -> Mount:
+        """The mount in the domain registry, which opens or shares its blobs' cookies."""
+        return await trio.to_thread.run_sync(lambda: self.registry.mount(
+            record.fsid, record.domain_id, [b.digest for b in manifest.blobs],
+            context=(manifest, source),
+            info={"mountpoint": record.mountpoint, "mode": record.mode, "image": record.image}))
 
     def _update_fscache_targets(self, extra: LiveMount | None = None) -> None:
         if self.fscache is None:

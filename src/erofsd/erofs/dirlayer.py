@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from ..errors import BuildError, NameNotStorable, SourceChanged
 from . import xattrs as xattr_codec
-from .tree import Node, check_name, classify_whiteout
+from .tree import Node, apply_whiteout, check_name
 
 MAX_SYMLINK = 4095
 
@@ -43,17 +43,10 @@ def read_dir_layer(root: str | os.PathLike) -> tuple[Node, dict[Node, DirFileCon
         for entry in entries:
             name = entry.name
             child_path = path + b"/" + name
-            kind, target = classify_whiteout(name)
-            if kind == "opaque":
-                directory.opaque = True
+            where = _show(child_path)
+            if apply_whiteout(directory, name, where):
                 continue
-            if kind == "meta":
-                continue
-            if kind == "whiteout":
-                check_name(target, _show(child_path))
-                directory.whiteouts.add(target)
-                continue
-            check_name(name, _show(child_path))
+            check_name(name, where)
             try:
                 cst = entry.stat(follow_symlinks=False)
             except OSError as e:

@@ -127,10 +127,10 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     The kernel may write part of a buffer and report the shortfall only on
     the next call; taking the first count as done would leave zeros behind.
     """
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:
-            raise OSError(errno.EIO, "pwrite wrote nothing")
-        view = view[written:]
-        offset += written
+    with memoryview(data) as whole:  # released even on an error: data may be an mmap
+        done = 0
+        while done < len(whole):
+            written = os.pwrite(fd, whole[done:], offset + done)
+            if written <= 0:
+                raise OSError(errno.EIO, "pwrite wrote nothing")
+            done += written

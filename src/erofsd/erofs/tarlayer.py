@@ -31,7 +31,7 @@ from typing import BinaryIO
 from ..errors import BuildError, NameNotStorable
 from . import xattrs as xattr_codec
 from .blobwriter import BlobWriter
-from .tree import Node, check_name, classify_whiteout
+from .tree import Node, apply_whiteout, check_name
 
 MAX_SYMLINK = 4095
 _TYPES = {
@@ -72,7 +72,10 @@ class TarLayerReader:
         self.entry = ""
 
     def fail(self, message: str, cls: type = BuildError) -> BuildError:
-        return cls(f"layer {self.name}, entry {self.entry!r}: {message}")
+        return cls(f"{self._where()}: {message}")
+
+    def _where(self) -> str:
+        return f"layer {self.name}, entry {self.entry!r}"
 
     def read(self, stream: BinaryIO) -> Node:
         try:
@@ -107,8 +110,9 @@ class TarLayerReader:
         parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
         if b".." in parts:
             raise self.fail("path has a '..' component")
+        where = self._where()
         for part in parts:
-            check_name(part, f"layer {self.name}, entry {self.entry!r}")
+            check_name(part, where)
         return parts
 
     def _lower_at(self, parts: list[bytes]) -> Node | None:
@@ -124,6 +128,9 @@ class TarLayerReader:
         directory = self.root
         for depth, part in enumerate(parts[:-1]):
             child = directory.children.get(part)
+            if child is not None and child.is_dir:
+                directory = child
+                continue
             where = b"/".join(parts[:depth + 1]).decode(errors="replace")
             if child is None:
                 below = self._lower_at(parts[:depth + 1])
@@ -136,7 +143,7 @@ class TarLayerReader:
             elif stat.S_ISLNK(child.mode):
                 raise self.fail(f"path climbs through {where}, a symlink set up by an "
                                 "earlier entry")
-            elif not child.is_dir:
+            else:
                 raise self.fail(f"path goes through {where}, which is not a directory")
             directory = child
         return directory
@@ -150,15 +157,7 @@ class TarLayerReader:
                 self._set_metadata(self.root, member)
             return
         parent = self._parent(parts)
-        kind, target = classify_whiteout(parts[-1])
-        if kind == "opaque":
-            parent.opaque = True
-            return
-        if kind == "meta":
-            return
-        if kind == "whiteout":
-            check_name(target, f"layer {self.name}, entry {self.entry!r}")
-            parent.whiteouts.add(target)
+        if apply_whiteout(parent, parts[-1], self._where()):
             return
         name = parts[-1]
         if member.islnk():

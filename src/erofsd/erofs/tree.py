@@ -76,6 +76,21 @@ def classify_whiteout(name: bytes) -> tuple[str, bytes]:
     return "entry", name
 
 
+def apply_whiteout(directory: Node, name: bytes, where: str) -> bool:
+    """Record ``name`` on ``directory`` if it is a whiteout marker; True when it was one.
+
+    ``.wh..wh..opq`` makes the directory opaque, ``.wh.NAME`` hides NAME of the
+    layers beneath, ``.wh..wh.*`` (AUFS metadata) is dropped; none is an entry.
+    """
+    kind, target = classify_whiteout(name)
+    if kind == "opaque":
+        directory.opaque = True
+    elif kind == "whiteout":
+        check_name(target, where)
+        directory.whiteouts.add(target)
+    return kind != "entry"
+
+
 def merge_layer(lower: Node | None, upper: Node) -> Node:
     """Lay the directory ``upper`` (a layer tree) over ``lower``; returns the merged directory.
 

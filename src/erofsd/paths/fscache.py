@@ -10,11 +10,12 @@ by writing the range through the object's fd, then an ioctl.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import mmap
 import os
 import struct
+
+from ..erofs.readat import pwrite_all
 
 DEVICE = "/dev/cachefiles"
 OP_OPEN, OP_CLOSE, OP_READ = 0, 1, 2
@@ -98,16 +99,8 @@ def write_range(object_fd: int, data: bytes, offset: int, length: int) -> None:
     size = -(-length // PAGE) * PAGE
     with mmap.mmap(-1, size) as buffer:
         buffer[:len(data)] = data
-        view = memoryview(buffer)
-        done = 0
-        try:
-            while done < size:
-                written = os.pwrite(object_fd, view[done:size], offset + done)
-                if written <= 0:
-                    raise OSError(errno.EIO, "short write into the cache object")
-                done += written
-        finally:
-            view.release()
+        with memoryview(buffer) as view:
+            pwrite_all(object_fd, view, offset)
 
 
 def complete_read(object_fd: int, msg_id: int) -> None:
