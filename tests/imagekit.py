@@ -88,8 +88,19 @@ class TarBuilder:
         self.tar.addfile(self._info(name, tarfile.DIRTYPE, mode, **fields))
         return self
 
-    def symlink(self, name: str, target: str, **fields) -> TarBuilder:
-        self.tar.addfile(self._info(name, tarfile.SYMTYPE, 0o777, linkname=target, **fields))
+    def symlink(self, name: str, target: str, mode: int = 0o777, **fields) -> TarBuilder:
+        self.tar.addfile(self._info(name, tarfile.SYMTYPE, mode, linkname=target, **fields))
+        return self
+
+    def sparse(self, name: str, real_size: int, regions: list[tuple[int, bytes]]) -> TarBuilder:
+        """A PAX (GNU 1.0) sparse member: the map, then each region's data, in order."""
+        numbers = [len(regions)] + [n for offset, data in regions for n in (offset, len(data))]
+        head = "".join(f"{n}\n" for n in numbers).encode()
+        payload = head.ljust(-(-len(head) // 512) * 512, b"\0") + b"".join(d for _, d in regions)
+        info = self._info(name, tarfile.REGTYPE, 0o644, size=len(payload))
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                            "GNU.sparse.name": name, "GNU.sparse.realsize": str(real_size)}
+        self.tar.addfile(info, io.BytesIO(payload))
         return self
 
     def hardlink(self, name: str, target: str) -> TarBuilder:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
+import random
+import stat
 import subprocess
 import sys
 import tarfile
@@ -139,6 +142,66 @@ def test_gnu_sparse_formats(tmp_path, args):
     assert ours[b"/sparse"].size == 6 << 20
     with open_image(out) as opened:
         assert opened.manifest.blobs[0].data_size <= 2 << 20  # holes stayed holes
+
+
+def test_a_sparse_file_declaring_2_to_the_62_bytes_is_refused_at_once(tmp_path):
+    """A 1.5 KB layer once kept convert busy for hours: its holes were written as zeros."""
+    layer = TarBuilder().file("ok", b"fine").sparse("huge", 1 << 62, [(12345, b"data")]).bytes()
+    assert len(layer) < 16 * 1024
+    source = write_image(tmp_path / "src", "t", [layer], compression="")
+    with pytest.raises(BuildError, match=r"entry 'huge': a file of 4611686018427387904 bytes "
+                                         r"needs \d+ chunks"):
+        convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "state")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sparse, message", [
+    ([(5000, b"b"), (100, b"a")], "corrupt sparse map: region 100\\+1"),   # out of order
+    ([(100, b"aaaa"), (102, b"b")], "corrupt sparse map: region 102\\+1"),  # overlapping
+    ([(1 << 20, b"x")], "corrupt sparse map: region 1048576\\+1"),     # past the end
+])
+def test_a_corrupt_sparse_map_is_refused(tmp_path, sparse, message):
+    layer = TarBuilder().sparse("s", 1 << 20, sparse).bytes()
+    source = write_image(tmp_path / "src", "t", [layer], compression="")
+    with pytest.raises(BuildError, match=message):
+        convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "state")
+
+
+def test_a_huge_sparse_file_costs_its_data_not_its_size(tmp_path):
+    """1 TiB with 40 small regions: holes are never read nor written (zeros would take hours)."""
+    rng = random.Random(62)
+    size = 1 << 40
+    chunk = 1 << 20
+    offsets = sorted(rng.sample(range(0, size // chunk), 40))
+    regions = [(o * chunk + rng.randrange(chunk - 64), rng.randbytes(rng.randrange(1, 64)))
+               for o in offsets]
+    layer = TarBuilder().sparse("big", size, regions).file("after", b"next entry").bytes()
+    source = write_image(tmp_path / "src", "t", [layer], compression="")
+    out = f"oci:{tmp_path / 'out'}:t"
+    convert(source, out, state_dir=tmp_path / "state")
+    with open_image(out) as opened:
+        image = opened.image
+        big = image.lookup("/big")
+        assert big.size == size
+        assert opened.manifest.blobs[0].data_size == 40 * chunk + 4096  # + the block of "after"
+        for offset, data in regions:
+            assert image.read(big, offset - 3, len(data) + 6)[3:-3] == data
+        assert image.read(big, regions[0][0] + chunk, 100) == bytes(100)
+        assert image.read(image.lookup("/after"), 0, 100) == b"next entry"
+
+
+@requires_kernel
+def test_symlinks_are_0777_whatever_the_tar_header_says(tmp_path):
+    layer = TarBuilder().file("target", b"t").symlink("link", "target", mode=0o644).bytes()
+    source = write_image(tmp_path / "src", "t", [layer])
+    out = f"oci:{tmp_path / 'out'}:t"
+    convert(source, out, state_dir=tmp_path / "state")
+    with open_image(out) as opened:
+        assert opened.image.lookup("/link").mode == stat.S_IFLNK | 0o777
+    bootstrap, devices = converted_paths(out)
+    with kernel_mounted(bootstrap, devices) as mnt:
+        assert os.lstat(mnt / "link").st_mode == stat.S_IFLNK | 0o777
+        assert os.readlink(mnt / "link") == "target"
 
 
 @requires_kernel

@@ -14,8 +14,15 @@ import hashlib
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
+from ..errors import BuildError
 from .chunktable import ChunkEntry, ChunkTable
 from .tree import Node
+
+# A file's chunk indexes live in the bootstrap, 8 bytes each: 2^22 of them is
+# 32 MiB of metadata for one file (4 TiB of data at the default 1 MiB chunk).
+# A size past that is refused rather than written (a hostile tar may declare
+# a sparse file of 2^62 bytes).
+MAX_FILE_CHUNKS = 1 << 22
 
 
 class Content(Protocol):
@@ -52,6 +59,11 @@ class BlobWriter:
 
     def add(self, node: Node, content: Content) -> None:
         """Store a file's chunks; ``node.chunks`` gets each chunk's block address or None."""
+        chunks = -(-node.size // self._chunk_size)
+        if chunks > MAX_FILE_CHUNKS:
+            raise BuildError(f"{node.origin}: a file of {node.size} bytes needs {chunks} chunks "
+                             f"of {self._chunk_size} bytes; at most {MAX_FILE_CHUNKS} are "
+                             "stored (use a larger --chunk-size)")
         node.chunks = [self._store(chunk) for chunk in content.iter_chunks(self._chunk_size)]
 
     def _store(self, chunk: bytes | None) -> int | None:

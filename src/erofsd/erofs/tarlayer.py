@@ -56,6 +56,59 @@ class _TarContent:
             yield data
 
 
+class _SparseContent:
+    """A sparse member: its data regions, stored one after another in the archive.
+
+    Holes are never read nor materialised: a chunk with no data in it is
+    None (a hole in the blob), so the cost follows the data and the chunk
+    count, not the file's declared size.
+    """
+
+    def __init__(self, stream, data_offset: int, regions: list[tuple[int, int]],
+                 size: int) -> None:
+        self._stream, self._data_offset = stream, data_offset
+        self._regions, self._size = regions, size
+
+    def iter_chunks(self, chunk_size: int) -> Iterator[bytes | None]:
+        self._stream.seek(self._data_offset)  # a tar stream seeks forward only: enough here
+        regions = iter(self._regions)
+        region = next(regions, None)
+        for start in range(0, self._size, chunk_size):
+            end = min(start + chunk_size, self._size)
+            if region is None or region[0] >= end:
+                yield None
+                continue
+            chunk = bytearray(end - start)
+            while region is not None and region[0] < end:
+                offset, length = region
+                take = min(offset + length, end) - offset
+                data = self._stream.read(take)
+                if len(data) != take:
+                    raise tarfile.ReadError("unexpected end of data")
+                chunk[offset - start:offset - start + take] = data
+                region = (offset + take, length - take) if take < length \
+                    else next(regions, None)
+            yield bytes(chunk)
+
+
+def data_regions(sparse: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The regions of a sparse map that hold data, checked: in order, apart, in the file.
+
+    Empty regions carry no data (GNU tar pads its map with them, and ends a
+    file that ends in a hole with one); they are dropped.
+    """
+    regions, end = [], 0
+    for offset, length in sparse:
+        if length == 0 and 0 <= offset <= size:
+            continue
+        if offset < end or length < 0 or offset + length > size:
+            raise ValueError(f"corrupt sparse map: region {offset}+{length} in a file of "
+                             f"{size} bytes")
+        regions.append((offset, length))
+        end = offset + length
+    return regions
+
+
 class TarLayerReader:
     """One layer. ``lower`` is the merged tree of the layers beneath (read only)."""
 
@@ -172,14 +225,15 @@ class TarLayerReader:
             self._set_metadata(existing, member)  # a repeated directory keeps its children
             existing.implicit = False
             return
-        node = Node(mode=file_type, origin=f"{self.name}:{member.name}")
+        node = Node(mode=file_type, origin=self._where())
         self._set_metadata(node, member)
         if file_type == stat.S_IFREG:
             node.size = member.size
             node.device = self.device
             if member.size:
-                self.writer.add(node, _TarContent(tar.extractfile(member), member.size))
+                self.writer.add(node, self._content(tar, member))
         elif file_type == stat.S_IFLNK:
+            node.mode = stat.S_IFLNK | 0o777  # Linux shows every symlink as 0777
             node.target = os.fsencode(member.linkname)
             if not 0 < len(node.target) <= MAX_SYMLINK:
                 raise self.fail(f"symlink target of {len(node.target)} bytes",
@@ -191,6 +245,15 @@ class TarLayerReader:
             node.rdev = os.makedev(member.devmajor, member.devminor)
         self.own.add(node)
         parent.children[name] = node
+
+    def _content(self, tar: tarfile.TarFile, member: tarfile.TarInfo):
+        if member.sparse is None:
+            return _TarContent(tar.extractfile(member), member.size)
+        try:
+            regions = data_regions(member.sparse, member.size)
+        except ValueError as e:
+            raise self.fail(str(e)) from None
+        return _SparseContent(tar.fileobj, member.offset_data, regions, member.size)
 
     def _link_target(self, linkname: str) -> Node:
         parts = self._parts(linkname)
