@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import build_layers, kernel_mounted, requires_kernel, requires_tool
+from erofsd.erofs.builder import Layer, build
+from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.images import open_image
 from erofsd.oci.image import ErofsdManifest
 from erofsd.oci.layout import OciLayout
@@ -133,3 +135,26 @@ def test_file_past_4_gib_needs_extended_inode(tmp_path):
         for at in samples:
             f.seek(at)
             assert f.read(4096) == bytes(4096)
+
+
+@requires_kernel
+@pytest.mark.parametrize("block_size", [512, 1024])
+def test_small_block_images_mount_and_read_back(tmp_path, block_size):
+    """512-byte blocks (Linux 6.4+) are what tar index images use; the reader must take them.
+
+    For blocks of 1 KiB or less the superblock checksum covers a whole block
+    from byte 1024, not the rest of the first block.
+    """
+    src = edge_tree(tmp_path / "src")
+    tree, contents = read_dir_layer(src)
+    result = build([Layer(tree, contents, str(src))], str(tmp_path), chunk_size=4096,
+                   block_size=block_size)
+    bootstrap = tmp_path / "bootstrap"
+    bootstrap.write_bytes(result.bootstrap)
+    blob = result.blobs[0].path
+    expected = snapshot_dir(src)
+    with open_image(str(bootstrap), [blob]) as opened:
+        assert opened.image.block_size == block_size
+        assert_same_tree(snapshot_image(opened.image), expected)
+    with kernel_mounted(str(bootstrap), [blob]) as mnt:
+        assert_same_tree(snapshot_dir(mnt), expected)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import build_layers
 from erofsd.cache.blob import CacheTuning
-from erofsd.cache.presentmap import HEADER, HEADER_SIZE, Header
+from erofsd.cache.presentmap import HEADER, HEADER_SIZE, Header, PresentMap
 from erofsd.cache.store import BlobCache
 from erofsd.errors import CacheError, IntegrityError, SourceError
 from erofsd.oci.image import ErofsdManifest
@@ -301,9 +301,11 @@ def test_gc_spares_blobs_in_use_and_goes_lru(image, tmp_path):
     for i, volume in enumerate(["erofs,old", "erofs,mid", "erofs,new", "erofs,busy"]):
         blobs[volume] = cache.acquire(volume, image["ref"], [src])
         blobs[volume].read_at(0, 65536 * (i + 1))
-    for volume in ["erofs,old", "erofs,mid", "erofs,new"]:
+    for used, volume in enumerate(["erofs,old", "erofs,mid", "erofs,new"]):
         cache.release(blobs[volume])
-        time.sleep(1.1)  # last_used has one-second resolution
+        map_path = blobs[volume].data_path + ".map"  # last_used: seconds; set, not waited for
+        PresentMap.from_fd(map_path, os.open(map_path, os.O_RDWR)).update_header(
+            last_used=1_000_000 + used)
     total = sum(b.disk_bytes for v in cache.list() for b in v.blobs)
     keep = total - 1  # just under: only the oldest has to go
     report = cache.gc(max_size=keep)
@@ -315,6 +317,18 @@ def test_gc_spares_blobs_in_use_and_goes_lru(image, tmp_path):
     assert blobs["erofs,busy"].read_at(0, 10) == image["blob_bytes"][:10]
     cache.release(blobs["erofs,busy"])
     assert cache.gc().removed and cache.list() == []
+
+
+def test_gc_and_ls_step_over_stray_files_in_the_cache_root(image, tmp_path):
+    cache, blob, _ = open_blob(image, tmp_path)
+    blob.read_at(0, 65536)
+    cache.release(blob)
+    stray = tmp_path / "cache" / "notes.txt"
+    stray.write_text("not a volume")
+    assert [v.volume for v in cache.list()] == [blob.volume]
+    report = cache.gc()
+    assert report.removed == [f"{blob.volume} {image['ref'].digest}"]
+    assert stray.read_text() == "not a volume" and cache.list() == []
 
 
 def test_gc_in_another_process_respects_our_use(image, tmp_path):

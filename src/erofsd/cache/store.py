@@ -268,7 +268,7 @@ class BlobCache:
         found = []
         for directory in sorted(self.root.iterdir()):
             key_file = directory / KEY_FILE
-            if not directory.is_dir() or not key_file.exists():
+            if not directory.is_dir() or directory.is_symlink() or not key_file.exists():
                 continue
             volume = key_file.read_text()
             found += [(volume, p) for p in sorted(directory.glob("*.map"))]
@@ -332,8 +332,10 @@ class BlobCache:
             else:
                 report.kept_in_use += 1
         for directory in self.root.iterdir():
+            if not directory.is_dir() or directory.is_symlink():
+                continue  # not a volume: not ours to remove
             leftovers = [p for p in directory.iterdir() if p.name != KEY_FILE]
-            if directory.is_dir() and not leftovers:
+            if not leftovers:
                 (directory / KEY_FILE).unlink(missing_ok=True)
                 try:
                     directory.rmdir()

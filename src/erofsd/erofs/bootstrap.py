@@ -1,8 +1,9 @@
 """Write a bootstrap: the EROFS metadata image the kernel mounts.
 
-Layout (4 KiB blocks, meta_blkaddr 0, so a nid is byte offset / 32):
+Layout (4 KiB blocks for erofsd images, 512 bytes for tar indexes;
+meta_blkaddr 0, so a nid is byte offset / 32):
 
-    block 0   [boot area][superblock @1024][device table @1152] ...
+    bytes 0.. [boot area][superblock @1024][device table @1152] ...
     then      [shared xattrs, if any, from a block boundary]
     then      [inodes, 32-byte aligned: inode, xattrs, inline tail or chunk indexes]
     then      [directory and symlink blocks that are not inline]
@@ -46,6 +47,7 @@ from .ondisk import (
     encode_rdev,
     file_type_of,
     superblock_checksum,
+    superblock_checksum_length,
 )
 from .tree import Node
 
@@ -100,6 +102,8 @@ def write_bootstrap(root: Node, devices: Sequence[DeviceSlot], chunk_size: int, 
         _plan_size(plan, shared_ids, build_time, chunk_size, bs)
     cursor = _place(plans, meta_start, bs, chunk_size)
     total_blocks = _allocate_blocks(plans, _align(cursor, bs) // bs, bs)
+    # the checksummed span after the superblock must lie inside the image
+    total_blocks = max(total_blocks, -(-(SUPER_OFFSET + superblock_checksum_length(bs)) // bs))
     by_node = {plan.node: plan for plan in plans}
     for plan in plans:
         if plan.node.is_dir:
@@ -129,7 +133,8 @@ def write_bootstrap(root: Node, devices: Sequence[DeviceSlot], chunk_size: int, 
     if by_node[root].nid > _U16:
         raise BuildError("root inode does not fit a 16-bit nid")
     image[SUPER_OFFSET:SUPER_OFFSET + SUPER_BLOCK.size] = sb.pack()
-    checksum = superblock_checksum(bytes(image[SUPER_OFFSET:bs]))
+    span = image[SUPER_OFFSET:SUPER_OFFSET + superblock_checksum_length(bs)]
+    checksum = superblock_checksum(bytes(span))
     image[SUPER_OFFSET + 4:SUPER_OFFSET + 8] = checksum.to_bytes(4, "little")
     return bytes(image)
 

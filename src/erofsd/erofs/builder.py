@@ -21,7 +21,7 @@ from .ondisk import BLOCK_SIZE_BITS, DeviceSlot
 from .tree import Node, iter_tree, merge_layer
 
 DEFAULT_CHUNK_SIZE = 1 << 20
-MIN_CHUNK_SIZE = 1 << BLOCK_SIZE_BITS
+BLOCK_SIZE = 1 << BLOCK_SIZE_BITS  # erofsd images; 512 is for images indexing tars
 MAX_CHUNK_SIZE = 1 << 30
 
 Progress = Callable[[int], None]
@@ -54,20 +54,27 @@ class BuildResult:
     deduplicated_bytes: int
 
 
-def check_chunk_size(chunk_size: int) -> int:
-    if chunk_size < MIN_CHUNK_SIZE or chunk_size > MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
+def check_block_size(block_size: int) -> int:
+    if block_size not in (512, 1024, 2048, 4096):
+        raise InvalidArgument(f"block size {block_size} must be 512, 1024, 2048 or 4096")
+    return block_size
+
+
+def check_chunk_size(chunk_size: int, block_size: int = BLOCK_SIZE) -> int:
+    if chunk_size < block_size or chunk_size > MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
         raise InvalidArgument(f"chunk size {chunk_size} must be a power of two from "
-                              f"{MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}")
+                              f"{block_size} to {MAX_CHUNK_SIZE}")
     return chunk_size
 
 
 def write_layer_blob(layer: Layer, device: int, workdir: str, chunk_size: int,
-                     progress: Progress | None = None) -> tuple[BlobInfo, int]:
+                     progress: Progress | None = None, block_size: int = BLOCK_SIZE
+                     ) -> tuple[BlobInfo, int]:
     """Write one layer's blob into ``workdir``; returns it and the bytes deduplicated."""
     fd, path = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=workdir)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            writer = BlobWriter(out, chunk_size)
+            writer = BlobWriter(out, chunk_size, block_size)
             for node in layer.files():
                 node.device = device
                 writer.add(node, layer.contents[node])
@@ -81,19 +88,20 @@ def write_layer_blob(layer: Layer, device: int, workdir: str, chunk_size: int,
 
 
 def build(layers: Sequence[Layer], workdir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-          progress: Progress | None = None) -> BuildResult:
+          progress: Progress | None = None, block_size: int = BLOCK_SIZE) -> BuildResult:
     """Blobs go to files in ``workdir`` (the caller moves or removes them)."""
-    check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size, check_block_size(block_size))
     if not layers:
         raise InvalidArgument("an image needs at least one layer")
     blobs: list[BlobInfo] = []
     deduplicated = 0
     try:
         for device, layer in enumerate(layers, start=1):
-            info, saved = write_layer_blob(layer, device, workdir, chunk_size, progress)
+            info, saved = write_layer_blob(layer, device, workdir, chunk_size, progress,
+                                           block_size)
             blobs.append(info)
             deduplicated += saved
-        result = assemble([layer.tree for layer in layers], blobs, chunk_size)
+        result = assemble([layer.tree for layer in layers], blobs, chunk_size, block_size)
     except BaseException:
         for info in blobs:
             os.unlink(info.path)
@@ -101,15 +109,17 @@ def build(layers: Sequence[Layer], workdir: str, *, chunk_size: int = DEFAULT_CH
     return dataclasses.replace(result, deduplicated_bytes=deduplicated)
 
 
-def assemble(trees: Sequence[Node], blobs: Sequence[BlobInfo], chunk_size: int) -> BuildResult:
+def assemble(trees: Sequence[Node], blobs: Sequence[BlobInfo], chunk_size: int,
+             block_size: int = BLOCK_SIZE) -> BuildResult:
     """Merge layer trees whose blobs are written (``node.device`` set) into a bootstrap."""
     merged: Node | None = None
     for tree in trees:
         merged = merge_layer(merged, tree)
     assert merged is not None
-    slots = [DeviceSlot(info.hex.encode(), info.data_size >> BLOCK_SIZE_BITS) for info in blobs]
+    slots = [DeviceSlot(info.hex.encode(), info.data_size // block_size) for info in blobs]
     uuid = hashlib.sha256("".join(b.digest for b in blobs).encode()).digest()[:16]
-    bootstrap = write_bootstrap(merged, slots, chunk_size, uuid=uuid)
+    bootstrap = write_bootstrap(merged, slots, chunk_size, uuid=uuid,
+                                blkszbits=block_size.bit_length() - 1)
     nodes = {node for _, node in iter_tree(merged)}
     return BuildResult(
         bootstrap=bootstrap, blobs=tuple(blobs), chunk_size=chunk_size, inodes=len(nodes),

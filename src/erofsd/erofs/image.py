@@ -45,6 +45,7 @@ from .ondisk import (
     InodeRecord,
     Superblock,
     superblock_checksum,
+    superblock_checksum_length,
 )
 from .readat import BlockCachedReadAt, ReadAt
 
@@ -320,7 +321,7 @@ def _read_superblock(bootstrap: ReadAt) -> Superblock:
         raise Unsupported(f"unknown incompatible features "
                           f"{sb.feature_incompat & ~FEATURE_INCOMPAT_KNOWN:#x}")
     if sb.feature_compat & FEATURE_COMPAT_SB_CHKSUM:
-        length = max(sb.block_size - SUPER_OFFSET, SUPER_BLOCK.size)
+        length = superblock_checksum_length(sb.block_size)
         block = bootstrap.read_at(SUPER_OFFSET, length)
         if len(block) != length:
             raise CorruptImage("superblock block is truncated")

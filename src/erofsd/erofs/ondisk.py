@@ -94,9 +94,19 @@ assert (XATTR_IBODY_HEADER.size, XATTR_ENTRY.size, BLOCK_MAP_ENTRY.size) == (12,
 CHECKSUM_FIELD = slice(4, 8)  # within the superblock
 
 
-def superblock_checksum(block_from_sb: bytes) -> int:
-    """crc32c(~0, ...) with no final xor over the superblock's block from byte 1024."""
-    zeroed = block_from_sb[:4] + b"\0\0\0\0" + block_from_sb[8:]
+def superblock_checksum_length(block_size: int) -> int:
+    """How many bytes from byte 1024 the superblock checksum covers (the kernel's rule).
+
+    The rest of the superblock's block for blocks above 1 KiB; a whole block
+    for 512- and 1024-byte blocks, whose superblock starts in a later block.
+    """
+    return block_size - SUPER_OFFSET if block_size > SUPER_OFFSET else block_size
+
+
+def superblock_checksum(span: bytes) -> int:
+    """crc32c(~0, ...) with no final xor over ``superblock_checksum_length`` bytes from
+    byte 1024, the checksum field taken as zero."""
+    zeroed = span[:4] + b"\0\0\0\0" + span[8:]
     return crc32c(zeroed, 0xFFFFFFFF)
 
 
