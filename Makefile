@@ -2,18 +2,23 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup guest demo test bench clean
 
 setup:
 	@scripts/setup.sh
 
+# The 6.1 kernel and initramfs the fscache tests boot in qemu: built once per
+# machine (about 5 minutes), before pytest and outside any test's timeout.
+guest: setup
+	@scripts/guest/build.sh >/dev/null
+
 demo: setup
 	@scripts/demo.sh
 
-test: setup
+test: setup guest
 	$(VENV)/bin/pytest $(TEST_ARGS)
 
-bench: setup
+bench: setup guest
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -35,7 +35,7 @@ def run(quick: bool) -> list[Figure]:
     if why:
         print(f"B7 skipped: {why}", file=sys.stderr)
         return []
-    images = guest.build()
+    images = guest.images()
     runs = 3 if quick else 5
     files = workload_files(quick)
     DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ def _spec(work: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def findings(tmp_path_factory):
-    images = guest.build()
+    images = guest.images()
     work = tmp_path_factory.mktemp("guest")
     os.chmod(work, 0o755)
     spec = _spec(work)
