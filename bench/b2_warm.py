@@ -14,13 +14,13 @@ import tempfile
 from pathlib import Path
 
 from erofsd.cache.store import BlobCache
-from erofsd.daemon.service import set_readahead
+from erofsd.datapaths.fanotify import READ_AHEAD_KB
 from erofsd.erofs.builder import Layer
 from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.images import open_image
+from erofsd.kernel.mount import mount_erofs, set_read_ahead
 from erofsd.oci.image import build_to_layout
 from erofsd.oci.reference import LayoutRef
-from erofsd.paths.kernel_mount import mount_erofs
 
 from .common import MIB, Figure, alternate, median, stdlib_tree, tests_on_path, time_tar, tree_bytes
 
@@ -57,7 +57,7 @@ def run(quick: bool) -> list[Figure]:
             volume = next(v for v in BlobCache(daemon.state).list() if v.volume == "erofs,warm")
             mount_erofs(str(daemon.state / "bootstraps" / bootstrap), str(local),
                         [str(Path(volume.path) / d) for d in digests])
-            set_readahead(str(local))  # the same readahead the daemon gives its mounts
+            set_read_ahead(str(local), READ_AHEAD_KB)  # what the daemon gives its mounts
             subprocess.run(["mksquashfs", str(tree), str(squash), "-noI", "-noId", "-noD",
                             "-noF", "-noX", "-quiet", "-no-progress"], check=True,
                            stdout=subprocess.DEVNULL)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from erofsd.images import ReadOptions, open_image
-from erofsd.paths.kernel_mount import mount_erofs, umount
+from erofsd.kernel.mount import mount_erofs, umount
 
 from .common import Figure, Sample, alternate, drop_caches, median, stdlib_tree, tests_on_path
 from .registry_setup import pushed_image

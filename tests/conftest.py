@@ -13,9 +13,9 @@ import pytest
 
 from erofsd.erofs.builder import Layer
 from erofsd.erofs.dirlayer import read_dir_layer
+from erofsd.kernel.mount import kernel_has_erofs, mount_erofs, umount
 from erofsd.oci.image import build_to_layout
 from erofsd.oci.reference import LayoutRef
-from erofsd.paths.kernel_mount import kernel_has_erofs, mount_erofs, umount
 
 
 def _kernel_skip_reason() -> str | None:

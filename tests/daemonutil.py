@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 from erofsd.daemon.client import DaemonClient
-from erofsd.daemon.mounttable import mounted_filesystems
-from erofsd.paths.kernel_mount import umount
+from erofsd.kernel.mount import mounted_filesystems, umount
 
 
 class DaemonProc:

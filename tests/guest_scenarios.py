@@ -21,6 +21,7 @@ from pathlib import Path
 
 from daemonutil import DaemonProc
 from erofsd.errors import ErofsdError
+from erofsd.kernel.mount import mount_erofs_ondemand
 
 CACHE = Path("/run/cache")
 READ_ONE = ("import hashlib, sys\n"
@@ -58,6 +59,16 @@ def daemon(name: str) -> Iterator[DaemonProc]:
         yield d
 
 
+def wait_for(d: DaemonProc, condition, timeout: float = 120) -> dict:
+    """The daemon's status once ``condition`` holds for it (a state, never a time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = d.client.status()
+        if condition(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
 def opens_of(status: dict, key: str) -> int:
     return sum(1 for o in status["daemon"]["fscache"]["opens"] if o["key"] == key)
 
@@ -79,16 +90,23 @@ def shared_domain(spec: dict) -> dict:
 
 
 def same_fsid_twice(spec: dict) -> dict:
+    """The daemon refuses before it takes anything; the kernel refuses on its own too."""
     with daemon("eexist") as d:
         d.client.mount(spec["images"]["a"], d.mountpoint("a"), fsid="a1", domain_id="d1",
                        mode="fscache")
+        found: dict = {}
         try:
             d.client.mount(spec["images"]["a"], d.mountpoint("again"), fsid="a1",
                            domain_id="d1", mode="fscache")
-            return {"errno": 0}
+            found["errno"] = 0
         except ErofsdError as e:
-            return {"errno": e.errno, "message": str(e),
-                    "mounts": len(d.client.status()["mounts"])}
+            found.update(errno=e.errno, message=str(e), mounts=len(d.client.status()["mounts"]))
+        try:  # straight to the kernel, past the daemon's registry
+            mount_erofs_ondemand(d.mountpoint("direct"), "a1", "d1")
+            found["kernel_errno"] = 0
+        except OSError as e:
+            found["kernel_errno"] = e.errno
+        return found
 
 
 def no_domain(spec: dict) -> dict:
@@ -109,8 +127,8 @@ def unmount_and_remount(spec: dict) -> dict:
         first = digests(mnt)
         reads_before = d.client.status()["daemon"]["fscache"]["reads"]
         d.client.umount(mnt)
-        time.sleep(0.5)  # CLOSE messages arrive after the unmount returns
-        empty = d.client.status()
+        # CLOSE messages arrive after the unmount returns
+        empty = wait_for(d, lambda s: s["daemon"]["fscache"]["objects"] == 0)
         d.client.mount(spec["images"]["a"], mnt, fsid="a1", domain_id="d1", mode="fscache")
         second = digests(mnt)
         after = d.client.status()["daemon"]["fscache"]
@@ -126,10 +144,9 @@ def failover(spec: dict) -> dict:
         d.client.mount(spec["big"]["image"], mnt, fsid="big", mode="fscache")
         reader = subprocess.Popen([sys.executable, "-c", READ_ONE, mnt + spec["big"]["path"]],
                                   stdout=subprocess.PIPE, text=True)
-        time.sleep(spec["big"].get("kill_after", 1.5))
+        wait_for(d, lambda s: s["daemon"]["fscache"]["reads"] >= 3)  # the read is under way
         in_flight = reader.poll() is None
         d.kill9()
-        time.sleep(0.5)
         d.start()  # takes /dev/cachefiles back from the holder and writes "restore"
         out, _ = reader.communicate(timeout=900)
         return {"in_flight": in_flight, "rc": reader.returncode,

@@ -1,9 +1,9 @@
-"""The shared-domain registry: domains, cookies, mounts and their reference counts.
+"""The shared-domain registry: domains, cookies and their reference counts.
 
 It follows the kernel (fs/erofs/fscache.c, Linux 6.1-6.3; DESIGN.md section 3):
 
 1. A mount names an fsid and optionally a domain_id.
-2. No domain: a private volume ``erofs,<fsid>``; that fsid mounted twice
+2. No domain: a private volume ``erofs,<fsid>``; that fsid registered twice
    privately is EEXIST (so is a private fsid equal to a live domain's id:
    both would be volume ``erofs,<id>``).
 3. A domain is found or created and referenced; each blob's cookie is found
@@ -12,16 +12,22 @@ It follows the kernel (fs/erofs/fscache.c, Linux 6.1-6.3; DESIGN.md section 3):
 4. The bootstrap is never shared: the same fsid twice in one domain is
    EEXIST, decided before anything is taken. Blobs and fsids are separate
    namespaces.
-5. Unmount drops the mount's cookie references and its domain reference;
-   a cookie at 0 is released, a domain at 0 is removed.
-6. A mount that fails part-way releases exactly what it took.
-7. ``status`` mirrors sysfs: mounts named ``<domain_id>,<fsid>`` or ``<fsid>``.
+5. Unregistering drops the mount's cookie references and its domain
+   reference; a cookie at 0 is released, a domain at 0 is removed.
+6. A registration that fails part-way releases exactly what it took.
+7. ``status`` mirrors sysfs: domains with their counts, cookies with theirs.
 8. Names are 1..255 bytes, without '/', ',' or NUL, not starting with '.'.
 
-Opening a cookie's object (the cache's ``acquire``) can be slow, so it is
-never done under the registry lock: a mount reserves placeholder cookies
-under the lock, opens the ones it created outside it, and waits for the
-ones another mount is opening.
+The registry knows nothing of mount points or data paths: a mount hands it
+its fsid, its domain and the records of its blobs (anything with a
+``digest``), and gets back a ``Registration`` of what it holds, which it
+hands back to let go. What a cookie's object is, is the caller's: the
+injected ``acquire(volume, blob)`` opens one and ``release(obj)`` closes it.
+
+Opening a cookie's object can be slow, so it is never done under the
+registry lock: a registration reserves placeholder cookies under the lock,
+opens the ones it created outside it, and waits for the ones another
+registration is opening.
 """
 
 from __future__ import annotations
@@ -29,11 +35,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import AlreadyExists, ErofsdError, InvalidName, NotFound
 
-Acquire = Callable[[str, str, Any], Any]  # (volume, blob, context) -> cookie object
+
+class BlobRecord(Protocol):
+    @property
+    def digest(self) -> str: ...
+
+
+Acquire = Callable[[str, Any], Any]  # (volume, blob record) -> cookie object
 Release = Callable[[Any], None]
 
 
@@ -83,21 +95,23 @@ class Domain:
 
 
 @dataclasses.dataclass(eq=False)
-class Mount:
+class Registration:
+    """What one mount holds: its name, its volume, a reference on each of its cookies."""
+
     name: str
     fsid: str
     domain_id: str | None
     volume: str
-    blobs: list[str]
     cookies: list[Cookie] = dataclasses.field(default_factory=list)
-    info: dict[str, Any] = dataclasses.field(default_factory=dict)
-    mounted: bool = False
+    live: bool = False
 
-    def cookie(self, blob: str) -> Cookie:
-        for cookie in self.cookies:
-            if cookie.blob == blob:
-                return cookie
-        raise NotFound(f"mount {self.name} has no blob {blob}")
+    @property
+    def blobs(self) -> list[str]:
+        return [cookie.blob for cookie in self.cookies]
+
+    def objects(self) -> list[Any]:
+        """The cookies' objects, in the order the blobs were given."""
+        return [cookie.obj for cookie in self.cookies]
 
 
 class DomainRegistry:
@@ -105,70 +119,70 @@ class DomainRegistry:
         self._acquire = acquire
         self._release = release
         self._lock = threading.Lock()
-        self._mounts: dict[str, Mount] = {}
+        self._names: dict[str, Registration] = {}
         self._domains: dict[str, Domain] = {}
         self._cookies: dict[tuple[str, str], Cookie] = {}
 
-    # -- mount -----------------------------------------------------------------
+    # -- register -----------------------------------------------------------------
 
-    def mount(self, fsid: str, domain_id: str | None, blobs: Sequence[str], *,
-              context: Any = None, info: dict[str, Any] | None = None) -> Mount:
+    def register(self, fsid: str, domain_id: str | None,
+                 blobs: Sequence[BlobRecord]) -> Registration:
         validate_name(fsid, "fsid")
         if domain_id is not None:
             validate_name(domain_id, "domain_id")
         name = mount_name(domain_id, fsid)
         volume = volume_of(domain_id, fsid)
-        unique_blobs = list(dict.fromkeys(blobs))
+        unique = list({blob.digest: blob for blob in blobs}.values())
         with self._lock:
             self._check_free(name, fsid, domain_id)
-            mount = Mount(name, fsid, domain_id, volume, unique_blobs, info=dict(info or {}))
-            self._mounts[name] = mount
+            registration = Registration(name, fsid, domain_id, volume)
+            self._names[name] = registration
             domain = None
             if domain_id is not None:
                 domain = self._domains.setdefault(domain_id, Domain(domain_id))
                 domain.mounts += 1
             mine = []
-            for blob in unique_blobs:
-                cookie = self._cookies.get((volume, blob))
+            for blob in unique:
+                cookie = self._cookies.get((volume, blob.digest))
                 if cookie is None:
-                    cookie = Cookie(volume, blob)
-                    self._cookies[(volume, blob)] = cookie
+                    cookie = Cookie(volume, blob.digest)
+                    self._cookies[(volume, blob.digest)] = cookie
                     if domain is not None:
-                        domain.cookies[blob] = cookie
-                    mine.append(cookie)
+                        domain.cookies[blob.digest] = cookie
+                    mine.append((cookie, blob))
                 cookie.refcount += 1
-                mount.cookies.append(cookie)
+                registration.cookies.append(cookie)
         try:
-            self._open_cookies(mine, context)
-            for cookie in mount.cookies:
+            self._open_cookies(mine)
+            for cookie in registration.cookies:
                 cookie.ready.wait()
                 if cookie.state == "failed":
                     raise cookie.error if isinstance(cookie.error, ErofsdError) else ErofsdError(
                         f"blob {cookie.blob} could not be opened: {cookie.error}")
         except BaseException:
-            self._drop(mount)
+            self._drop(registration)
             raise
         with self._lock:
-            mount.mounted = True
-        return mount
+            registration.live = True
+        return registration
 
     def _check_free(self, name: str, fsid: str, domain_id: str | None) -> None:
-        if name in self._mounts:
+        if name in self._names:
             if domain_id is not None:
                 raise AlreadyExists(f"fsid {fsid} already exists in domain {domain_id}")
             raise AlreadyExists(f"fsid {fsid} is already mounted (volume erofs,{fsid})")
         if domain_id is None and fsid in self._domains:
             raise AlreadyExists(f"volume erofs,{fsid} belongs to domain {fsid}")
-        if domain_id is not None and domain_id not in self._domains and domain_id in self._mounts:
+        if domain_id is not None and domain_id not in self._domains and domain_id in self._names:
             raise AlreadyExists(f"volume erofs,{domain_id} belongs to a private mount of "
                                 f"fsid {domain_id}")
 
-    def _open_cookies(self, mine: list[Cookie], context: Any) -> None:
-        for i, cookie in enumerate(mine):
+    def _open_cookies(self, mine: list[tuple[Cookie, BlobRecord]]) -> None:
+        for i, (cookie, blob) in enumerate(mine):
             try:
-                cookie.obj = self._acquire(cookie.volume, cookie.blob, context)
+                cookie.obj = self._acquire(cookie.volume, blob)
             except BaseException as e:
-                for failed in mine[i:]:
+                for failed, _ in mine[i:]:
                     self._fail(failed, e)
                 raise
             cookie.state = "ready"
@@ -185,67 +199,61 @@ class DomainRegistry:
             cookie.state, cookie.error = "failed", error
         cookie.ready.set()
 
-    # -- unmount ----------------------------------------------------------------
+    # -- unregister ---------------------------------------------------------------
 
-    def umount(self, name: str) -> Mount:
+    def unregister(self, registration: Registration) -> None:
         with self._lock:
-            mount = self._mounts.get(name)
-            if mount is None or not mount.mounted:
-                raise NotFound(f"no mount named {name}")
-            mount.mounted = False  # a second umount of the same mount is NotFound
-        self._drop(mount)
-        return mount
+            if not registration.live or self._names.get(registration.name) is not registration:
+                raise NotFound(f"no mount named {registration.name}")
+            registration.live = False  # a second unregister of the same one is NotFound
+        self._drop(registration)
 
-    def _drop(self, mount: Mount) -> None:
-        """Release everything ``mount`` holds, exactly once."""
+    def _drop(self, registration: Registration) -> None:
+        """Release everything ``registration`` holds, exactly once."""
         released = []
         with self._lock:
-            for cookie in mount.cookies:
+            for cookie in registration.cookies:
                 cookie.refcount -= 1
                 if cookie.refcount == 0:
                     key = (cookie.volume, cookie.blob)
                     if self._cookies.get(key) is cookie:
                         del self._cookies[key]
-                    domain = self._domains.get(mount.domain_id or "")
+                    domain = self._domains.get(registration.domain_id or "")
                     if domain is not None and domain.cookies.get(cookie.blob) is cookie:
                         del domain.cookies[cookie.blob]
                     if cookie.obj is not None:
                         released.append(cookie.obj)
                         cookie.obj = None
-            mount.cookies = []
-            if mount.domain_id is not None:
-                domain = self._domains[mount.domain_id]
+            registration.cookies = []
+            if registration.domain_id is not None:
+                domain = self._domains[registration.domain_id]
                 domain.mounts -= 1
                 if domain.mounts == 0:
                     assert not domain.cookies, "a domain without mounts kept cookies"
-                    del self._domains[mount.domain_id]
-            del self._mounts[mount.name]
+                    del self._domains[registration.domain_id]
+            del self._names[registration.name]
         for obj in released:
             self._release(obj)
 
-    # -- views ------------------------------------------------------------------
+    # -- views --------------------------------------------------------------------
 
-    def get(self, name: str) -> Mount:
+    def get(self, name: str) -> Registration:
         with self._lock:
-            mount = self._mounts.get(name)
-            if mount is None or not mount.mounted:
+            registration = self._names.get(name)
+            if registration is None or not registration.live:
                 raise NotFound(f"no mount named {name}")
-            return mount
+            return registration
 
-    def mounts(self) -> list[Mount]:
+    def registrations(self) -> list[Registration]:
         with self._lock:
-            return [m for m in self._mounts.values() if m.mounted]
+            return sorted((r for r in self._names.values() if r.live), key=lambda r: r.name)
 
     def status(self, describe: Callable[[Any], dict] | None = None) -> dict:
-        """The sysfs-like view: mounts, domains with their counts, cookies with theirs."""
+        """The sysfs-like view: domains with their counts, cookies with theirs."""
         with self._lock:
-            mounts = [m for m in self._mounts.values() if m.mounted]
             domains = list(self._domains.values())
             cookies = [c for c in self._cookies.values() if c.state == "ready"]
             return {
-                "mounts": [{"name": m.name, "fsid": m.fsid, "domain_id": m.domain_id,
-                            "volume": m.volume, "blobs": list(m.blobs), **m.info}
-                           for m in sorted(mounts, key=lambda m: m.name)],
                 "domains": [{"domain_id": d.domain_id, "mounts": d.mounts,
                              "cookies": len(d.cookies), "refcount": d.mounts + len(d.cookies)}
                             for d in sorted(domains, key=lambda d: d.domain_id)],
@@ -256,4 +264,4 @@ class DomainRegistry:
 
     def empty(self) -> bool:
         with self._lock:
-            return not (self._mounts or self._domains or self._cookies)
+            return not (self._names or self._domains or self._cookies)

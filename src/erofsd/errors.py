@@ -22,6 +22,7 @@ package (the format package included) may import it.
     ├── DeviceMissing                        ENXIO
     ├── InvalidArgument (ValueError)         EINVAL
     │   ├── InvalidName                      EINVAL
+    │   ├── InvalidRequest                   EINVAL   (a control API body)
     │   └── BadReference                     EINVAL
     ├── AlreadyExists (FileExistsError)      EEXIST
     ├── Busy                                 EBUSY
@@ -103,6 +104,10 @@ class InvalidArgument(ErofsdError, ValueError):
 
 class InvalidName(InvalidArgument):
     """An fsid, domain_id, tag or file name that cannot be used."""
+
+
+class InvalidRequest(InvalidArgument):
+    """A control API request whose body does not say what it must (HTTP 400)."""
 
 
 class BadReference(InvalidArgument):

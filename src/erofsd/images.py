@@ -26,7 +26,7 @@ from .errors import ErofsdError, IntegrityError, InvalidArgument, NotFound
 from .oci.image import ErofsdManifest, load_chunk_table
 from .oci.layout import OciLayout
 from .oci.reference import parse_layout_ref
-from .oci.source import resolve_image
+from .oci.source import ResolvedImage, resolve_image
 from .oci.transport import Transport
 
 MAX_BOOTSTRAP = 1 << 32
@@ -165,25 +165,44 @@ def _open_layout(spec: str) -> OpenedImage:
 def _open_cached(spec: str, options: ReadOptions) -> OpenedImage:
     """Bootstrap and blobs through the cache volume the options name."""
     transport = Transport(insecure=options.insecure)
-    resolved = resolve_image(spec, transport=transport, mirror=options.mirror,
-                             platform=options.platform)
+    try:
+        resolved = resolve_image(spec, transport=transport, mirror=options.mirror,
+                                 platform=options.platform)
+        manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
+        fsid = validate_name(options.fsid or default_fsid(manifest.bootstrap.digest), "fsid")
+        if options.domain_id is not None:
+            validate_name(options.domain_id, "domain_id")
+        tuning = CacheTuning()
+        if options.readahead is not None:
+            tuning.readahead = options.readahead
+        cache = BlobCache(options.state_dir or default_state_dir(), tuning)
+        opened = open_resolved(resolved, cache, volume_of(options.domain_id, fsid))
+    except BaseException:
+        transport.close()
+        raise
+    opened._cleanup.insert(0, transport.close)  # closed last
+    return opened
+
+
+def cached_bootstrap(cache: BlobCache, resolved: ResolvedImage,
+                     manifest: ErofsdManifest) -> tuple[str, int]:
+    """(path, fd holding a shared lock) of the image's verified bootstrap, fetched if missing."""
+    boot = manifest.bootstrap
+    return cache.bootstrap(boot.digest, boot.size,
+                           lambda: resolved.read_blob(boot.digest, boot.size, "bootstrap"))
+
+
+def open_resolved(resolved: ResolvedImage, cache: BlobCache, volume: str) -> OpenedImage:
+    """An image already resolved (its manifest pinned), read through ``volume`` of the cache.
+
+    The daemon's mounts and a FUSE worker open an image this way, so both
+    serve exactly the manifest that was resolved once.
+    """
     manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
-    fsid = validate_name(options.fsid or default_fsid(manifest.bootstrap.digest), "fsid")
-    if options.domain_id is not None:
-        validate_name(options.domain_id, "domain_id")
-    tuning = CacheTuning()
-    if options.readahead is not None:
-        tuning.readahead = options.readahead
-    cache = BlobCache(options.state_dir or default_state_dir(), tuning)
-    volume = volume_of(options.domain_id, fsid)
     opened = OpenedImage(resolved.reference, manifest=manifest, volume=volume)
-    opened._cleanup.append(transport.close)
 
     def build() -> None:
-        boot = manifest.bootstrap
-        path, fd = cache.bootstrap(boot.digest, boot.size,
-                                   lambda: resolved.read_blob(boot.digest, boot.size,
-                                                              "bootstrap"))
+        path, fd = cached_bootstrap(cache, resolved, manifest)
         opened._cleanup.append(lambda: os.close(fd))
         bootstrap = _open_file(path, "bootstrap")
         opened._cleanup.append(bootstrap.close)
@@ -195,4 +214,3 @@ def _open_cached(spec: str, options: ReadOptions) -> OpenedImage:
         opened.image = Image(bootstrap, opened.blobs)
 
     return _closing_on_error(opened, build)
-

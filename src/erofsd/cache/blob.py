@@ -38,10 +38,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from ..erofs.chunktable import ChunkTable
-from ..erofs.readat import pwrite_all
 from ..errors import CacheError, ErofsdError, IntegrityError, NoSpace, SourceError
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
+from ..posixio import pwrite_all
 from .presentmap import PresentMap, current_boot_id
 
 log = logging.getLogger("erofsd.cache")

@@ -21,8 +21,8 @@ import struct
 import time
 from collections.abc import Iterator
 
-from ..erofs.readat import pwrite_all
 from ..errors import CorruptImage
+from ..posixio import pwrite_all
 
 MAGIC = b"ERFSDPM1"
 VERSION = 1

@@ -27,11 +27,11 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..erofs.chunktable import ChunkTable
-from ..erofs.readat import pwrite_all
 from ..errors import CacheError, CorruptImage, IntegrityError
 from ..oci.descriptor import sha256_digest
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
+from ..posixio import pwrite_all
 from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
 from .presentmap import PresentMap
 

@@ -7,9 +7,8 @@ import json
 import click
 
 from ..cache.store import default_state_dir
-from ..daemon.client import DaemonClient, start_daemon
-from ..daemon.main import default_socket
-from ..daemon.service import MODES
+from ..daemon.client import DaemonClient, ensure_daemon
+from ..daemon.protocol import MODES, default_socket
 from . import cli
 from .options import insecure_option, json_option, state_dir_option
 
@@ -37,7 +36,7 @@ def daemon(state_dir: str | None, socket_path: str | None) -> None:
 @click.option("--fsid", default=None, help="Name of the image (default: from its bootstrap).")
 @click.option("--domain-id", default=None, help="Share cached blobs with this domain.")
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
-              help="Data path: fanotify (kernel EROFS) where it works, else fuse.")
+              help="Data path: auto picks fanotify, then fscache, then fuse, where each works.")
 @click.option("--mirror", default=None, metavar="URL", help="A static blob mirror to try first.")
 @insecure_option
 @socket_option
@@ -51,8 +50,8 @@ def mount(image: str, mountpoint: str, fsid: str | None, domain_id: str | None, 
     --state-dir only matters when this command starts the daemon.
     """
     client = _client(socket_path)
-    if not client.running():
-        pid = start_daemon(client.socket_path, state_dir or default_state_dir())
+    pid = ensure_daemon(client.socket_path, state_dir or default_state_dir())
+    if pid is not None:
         click.echo(f"started the erofsd daemon (pid {pid}) on {client.socket_path}", err=True)
     fields = {"fsid": fsid, "domain_id": domain_id, "mode": mode, "insecure": insecure,
               "mirror": mirror}

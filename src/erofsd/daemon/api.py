@@ -1,23 +1,22 @@
 """The control API: HTTP/1.1 and JSON over a Unix socket (root only, mode 0600).
 
-    GET    /v1/status     the mounts, domains and cookies (``erofsd status --json``)
-    POST   /v1/mounts     {"image", "mountpoint", "fsid"?, "domain_id"?, "mode"?,
-                           "insecure"?, "mirror"?}
-    DELETE /v1/mounts     {"mountpoint", "lazy"?}
-    POST   /v1/stop       {"keep_mounts"?}
-    GET    /metrics       the same figures for Prometheus
-
-Errors are JSON too: {"error": message, "errno": n, "type": class}, with an
-HTTP status that matches (404 not found, 409 exists or busy, 400 bad input).
+The routes and request bodies are in ``protocol.py``. A request is bounded
+in size (``MAX_BODY``, refused with 413 as soon as its Content-Length says
+more) and in time (``REQUEST_TIMEOUT`` to send it whole, else 408), so a
+client that announces much and sends nothing cannot keep a connection.
+While the daemon is still taking its mounts back, status answers at once
+and every other request waits until it is ready.
 """
 
 from __future__ import annotations
 
 import errno
+import http
 import json
 import logging
 import os
 import socket
+import stat
 from collections.abc import Awaitable, Callable
 
 import h11
@@ -25,29 +24,23 @@ import trio
 
 from ..errors import ErofsdError
 from .metrics import prometheus_text
+from .protocol import (
+    MAX_BODY,
+    STATUS_OF_ERRNO,
+    MountRequest,
+    StopRequest,
+    UmountRequest,
+    parse_body,
+)
 from .service import Daemon
 
 log = logging.getLogger("erofsd.api")
-MAX_BODY = 1 << 20
-STATUS_OF_ERRNO = {errno.ENOENT: 404, errno.EEXIST: 409, errno.EBUSY: 409,
-                   errno.EINVAL: 400, errno.ENOTDIR: 400, errno.EOPNOTSUPP: 400,
-                   errno.EACCES: 403}
+REQUEST_TIMEOUT = 30.0  # seconds to send a whole request; answering may take longer
 
 
 class Request:
     def __init__(self, method: str, path: str, body: bytes) -> None:
         self.method, self.path, self.body = method, path, body
-
-    def json(self) -> dict:
-        if not self.body:
-            return {}
-        try:
-            value = json.loads(self.body)
-        except ValueError as e:
-            raise ErofsdError(f"request body is not JSON: {e}", errno=errno.EINVAL) from None
-        if not isinstance(value, dict):
-            raise ErofsdError("request body must be a JSON object", errno=errno.EINVAL)
-        return value
 
 
 Response = tuple[int, str, bytes]  # status, content type, body
@@ -55,6 +48,11 @@ Response = tuple[int, str, bytes]  # status, content type, body
 
 def _json(status: int, value) -> Response:
     return status, "application/json", json.dumps(value).encode()
+
+
+def error_response(error: ErofsdError) -> Response:
+    return _json(STATUS_OF_ERRNO.get(error.errno, 500),
+                 {"error": str(error), "errno": error.errno, "type": type(error).__name__})
 
 
 class Api:
@@ -66,11 +64,7 @@ class Api:
         try:
             return await self._route(request)
         except ErofsdError as e:
-            status = STATUS_OF_ERRNO.get(e.errno, 500)
-            return _json(status, {"error": str(e), "errno": e.errno, "type": type(e).__name__})
-        except TypeError as e:  # unknown or missing fields in a request body
-            return _json(400, {"error": f"bad request: {e}", "errno": errno.EINVAL,
-                               "type": "InvalidArgument"})
+            return error_response(e)
         except OSError as e:
             code = e.errno or errno.EIO
             where = f"{e.filename}: " if e.filename else ""
@@ -90,77 +84,104 @@ class Api:
         if route == ("GET", "/metrics"):
             return 200, "text/plain; version=0.0.4", prometheus_text(self.daemon.status()).encode()
         if route == ("POST", "/v1/mounts"):
-            body = request.json()
-            fields = {k: body[k] for k in ("fsid", "domain_id", "mode", "insecure", "mirror")
-                      if body.get(k) is not None}
-            for required in ("image", "mountpoint"):
-                if not isinstance(body.get(required), str):
-                    raise ErofsdError(f"{required} is required", errno=errno.EINVAL)
-            view = await self.daemon.mount(body["image"], body["mountpoint"], **fields)
-            return _json(201, {"mount": view})
+            mount = MountRequest.from_json(parse_body(request.body))
+            await self.daemon.ready.wait()
+            return _json(201, {"mount": await self.daemon.mount(mount)})
         if route == ("DELETE", "/v1/mounts"):
-            body = request.json()
-            if not isinstance(body.get("mountpoint"), str):
-                raise ErofsdError("mountpoint is required", errno=errno.EINVAL)
-            return _json(200, await self.daemon.umount(body["mountpoint"],
-                                                       lazy=bool(body.get("lazy"))))
+            umount = UmountRequest.from_json(parse_body(request.body))
+            await self.daemon.ready.wait()
+            return _json(200, await self.daemon.umount(umount.mountpoint, lazy=umount.lazy))
         if route == ("POST", "/v1/stop"):
-            result = await self.daemon.stop(keep_mounts=bool(request.json().get("keep_mounts")))
+            stop = StopRequest.from_json(parse_body(request.body))
+            await self.daemon.ready.wait()
+            result = await self.daemon.stop(keep_mounts=stop.keep_mounts)
             self._stop()
             return _json(200, result)
         return _json(404, {"error": f"no such endpoint: {request.method} {request.path}",
                            "errno": errno.ENOENT, "type": "NotFound"})
 
 
-async def serve(socket_path: str, handler: Callable[[Request], Awaitable[Response]], *,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    _prepare_path(socket_path)
-    old = os.umask(0o177)
+# -- the server ---------------------------------------------------------------------------
+
+
+def check_socket_path(socket_path: str) -> None:
+    """Refuse a path that holds anything but a dead daemon's socket (which may go)."""
     try:
-        await sock.bind(socket_path)
-    finally:
-        os.umask(old)
-    os.chmod(socket_path, 0o600)
-    sock.listen(64)
-    listener = trio.SocketListener(sock)
-    task_status.started()
-    await trio.serve_listeners(lambda stream: _connection(stream, handler), [listener])
-
-
-def _prepare_path(socket_path: str) -> None:
-    os.makedirs(os.path.dirname(socket_path) or ".", mode=0o755, exist_ok=True)
-    if not os.path.exists(socket_path):
+        st = os.lstat(socket_path)
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ErofsdError(f"{socket_path} exists and is not a socket: not replacing it",
+                          errno=errno.EEXIST)
     probe = socket.socket(socket.AF_UNIX)
     try:
         probe.connect(socket_path)
         raise ErofsdError(f"an erofsd daemon already listens on {socket_path}",
                           errno=errno.EADDRINUSE)
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(socket_path)  # left behind by a daemon that died
+    except ConnectionRefusedError:
+        pass  # nobody listens: left behind by a daemon that died
     finally:
         probe.close()
 
 
+def _bind(socket_path: str) -> trio.socket.SocketType:
+    check_socket_path(socket_path)
+    os.makedirs(os.path.dirname(socket_path) or ".", mode=0o755, exist_ok=True)
+    if os.path.lexists(socket_path):
+        os.unlink(socket_path)  # a stale socket, as check_socket_path found
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(socket_path)
+    finally:
+        os.umask(old)
+    os.chmod(socket_path, 0o600)
+    sock.listen(64)
+    return trio.socket.from_stdlib_socket(sock)
+
+
+async def serve(socket_path: str, handler: Callable[[Request], Awaitable[Response]], *,
+                request_timeout: float = REQUEST_TIMEOUT,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Listen on ``socket_path`` (bound before ``task_status.started``) and answer."""
+    listener = trio.SocketListener(_bind(socket_path))
+    task_status.started()
+    await trio.serve_listeners(lambda stream: _connection(stream, handler, request_timeout),
+                               [listener])
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _response_bytes(status: int, content_type: str, body: bytes) -> bytes:
+    head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode() + body
+
+
 async def _connection(stream: trio.SocketStream,
-                      handler: Callable[[Request], Awaitable[Response]]) -> None:
+                      handler: Callable[[Request], Awaitable[Response]],
+                      request_timeout: float) -> None:
     conn = h11.Connection(h11.SERVER)
     async with stream:
         try:
-            request = await _read_request(stream, conn)
-            if request is None:
+            with trio.move_on_after(request_timeout) as reading:
+                request = await _read_request(stream, conn)
+            if reading.cancelled_caught:
+                response = 408, "text/plain", b"the request was not sent in time\n"
+            elif request is None:
                 return
-            status, content_type, body = await handler(request)
+            else:
+                response = await handler(request)
+        except _TooLarge:
+            response = 413, "text/plain", f"a request body is at most {MAX_BODY} bytes\n".encode()
         except h11.RemoteProtocolError:
-            status, content_type, body = 400, "text/plain", b"bad request\n"
-        response = h11.Response(status_code=status, headers=[
-            ("Content-Type", content_type), ("Content-Length", str(len(body))),
-            ("Connection", "close")])
+            response = 400, "text/plain", b"bad request\n"
         try:
-            await stream.send_all(conn.send(response) + conn.send(h11.Data(data=body))
-                                  + conn.send(h11.EndOfMessage()))
-        except (trio.BrokenResourceError, h11.LocalProtocolError):
+            await stream.send_all(_response_bytes(*response))
+        except trio.BrokenResourceError:
             pass
 
 
@@ -177,10 +198,13 @@ async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> Requ
             continue
         if isinstance(event, h11.Request):
             method, target = event.method.decode(), event.target.decode()
+            for name, value in event.headers:
+                if name == b"content-length" and int(value) > MAX_BODY:
+                    raise _TooLarge()
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > MAX_BODY:
-                raise h11.RemoteProtocolError("body too large")
+                raise _TooLarge()
         elif isinstance(event, h11.EndOfMessage):
             return Request(method, target, bytes(body))
         elif isinstance(event, h11.ConnectionClosed):

@@ -1,4 +1,4 @@
-"""A client of the daemon's control API (what the CLI uses)."""
+"""A client of the daemon's control API (what the CLI uses), and how to start a daemon."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import httpx
 
 from .. import errors
 from ..errors import ErofsdError
+from .protocol import MountRequest, StopRequest, UmountRequest
+from .statelock import StateLock
 
 
 class DaemonNotRunning(ErofsdError):
@@ -41,6 +43,8 @@ class DaemonClient:
             raise DaemonNotRunning(f"no erofsd daemon answers on {self.socket_path} "
                                    f"({type(e).__name__}: {e})") from None
         if reply.headers.get("content-type", "").startswith("text/plain"):
+            if reply.status_code >= 400:
+                raise ErofsdError(f"the daemon refused the request: {reply.text.strip()}")
             return reply.text
         payload = reply.json()
         if reply.status_code >= 400:
@@ -61,40 +65,65 @@ class DaemonClient:
         return self._call("GET", "/metrics")
 
     def mount(self, image: str, mountpoint: str, **fields) -> dict:
-        body = {"image": image, "mountpoint": mountpoint, **fields}
-        return self._call("POST", "/v1/mounts", body)["mount"]
+        request = MountRequest(image, mountpoint, **fields)
+        return self._call("POST", "/v1/mounts", request.to_json())["mount"]
 
     def umount(self, mountpoint: str, lazy: bool = False) -> dict:
-        return self._call("DELETE", "/v1/mounts", {"mountpoint": mountpoint, "lazy": lazy})
+        return self._call("DELETE", "/v1/mounts", UmountRequest(mountpoint, lazy).to_json())
 
     def stop(self, keep_mounts: bool = False) -> dict:
-        return self._call("POST", "/v1/stop", {"keep_mounts": keep_mounts})
+        return self._call("POST", "/v1/stop", StopRequest(keep_mounts).to_json())
 
     def close(self) -> None:
         self._client.close()
 
 
-def start_daemon(socket_path: str, state_dir: str, wait: float = 30) -> int:
-    """Start `erofsd daemon` in the background; returns its pid once it answers."""
+def _wait_for(client: DaemonClient, deadline: float, alive=lambda: True) -> bool:
+    while time.monotonic() < deadline and alive():
+        if client.running():
+            return True
+        time.sleep(0.05)
+    return client.running()
+
+
+def ensure_daemon(socket_path: str, state_dir: str, wait: float = 60) -> int | None:
+    """Make sure a daemon answers on ``socket_path``: the pid of one started, else None.
+
+    Never a second daemon for a state directory: when one holds its lock but
+    does not answer yet (it is taking its mounts back, say), this waits for it.
+    """
+    client = DaemonClient(socket_path)
+    try:
+        if client.running():
+            return None
+        deadline = time.monotonic() + wait
+        lock = StateLock(state_dir)
+        holder = lock.holder()
+        if holder is None:
+            process = _spawn(socket_path, state_dir)
+            if _wait_for(client, deadline, lambda: process.poll() is None):
+                return process.pid
+            holder = lock.holder()  # it may have lost a race to another daemon
+            if holder is None:
+                raise ErofsdError(f"the daemon exited at once (status {process.poll()}); see "
+                                  f"{os.path.join(state_dir, 'daemon', 'daemon.log')}")
+        if holder.get("socket", socket_path) != socket_path:
+            raise ErofsdError(f"the erofsd daemon of {state_dir} (pid {holder.get('pid')}) "
+                              f"listens on {holder['socket']}, not on {socket_path}")
+        if _wait_for(client, deadline):
+            return None
+        raise ErofsdError(f"the erofsd daemon of {state_dir} (pid {holder.get('pid')}) does "
+                          f"not answer on {socket_path}")
+    finally:
+        client.close()
+
+
+def _spawn(socket_path: str, state_dir: str) -> subprocess.Popen:
     log_dir = os.path.join(state_dir, "daemon")
     os.makedirs(log_dir, mode=0o700, exist_ok=True)
-    log_path = os.path.join(log_dir, "daemon.log")
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
+    with open(os.path.join(log_dir, "daemon.log"), "ab") as log_file:
+        return subprocess.Popen(
             [sys.executable, "-m", "erofsd", "daemon", "--socket", socket_path,
              "--state-dir", state_dir],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             start_new_session=True, close_fds=True)
-    client = DaemonClient(socket_path)
-    deadline = time.monotonic() + wait
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ErofsdError(f"the daemon exited at once (status {process.returncode}); "
-                                  f"see {log_path}")
-            if client.running():
-                return process.pid
-            time.sleep(0.05)
-    finally:
-        client.close()
-    raise ErofsdError(f"the daemon did not answer within {wait:.0f}s; see {log_path}")

@@ -1,4 +1,11 @@
-"""Run the daemon: one trio event loop serving the API and the fanotify events."""
+"""Run the daemon: one trio event loop serving the API, the data paths and signals.
+
+Order matters. The state directory's lock comes first, so a second daemon
+stops before it touches anything; then the control socket, so a client that
+asks while the daemon takes its mounts back finds it (status answers at
+once, other requests wait) instead of starting a second daemon; then the
+holder, the data paths and the recorded mounts.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +19,11 @@ import time
 import trio
 
 from ..errors import Busy
-from .api import Api, serve
+from .api import Api, check_socket_path, serve
 from .service import Daemon
+from .statelock import StateLock
 
 log = logging.getLogger("erofsd.daemon")
-DEFAULT_SOCKET = "/run/erofsd/erofsd.sock"
-
-
-def default_socket() -> str:
-    return os.environ.get("EROFSD_SOCKET") or DEFAULT_SOCKET
 
 
 class JsonLines(logging.Formatter):
@@ -36,6 +39,9 @@ class JsonLines(logging.Formatter):
 
 
 def run(state_dir: str, socket_path: str) -> None:
+    """Serve until stopped; a second daemon or a bad socket path raise before anything."""
+    StateLock(state_dir).acquire(socket_path)
+    check_socket_path(socket_path)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
@@ -44,35 +50,22 @@ def run(state_dir: str, socket_path: str) -> None:
 
 async def _main(state_dir: str, socket_path: str) -> None:
     daemon = Daemon(state_dir, socket_path)
-    failover = False
-    if daemon.holder is not None:
-        await daemon.holder.connect()
-        failover = "cachefiles" in daemon.holder.kept
-    if daemon.fscache is not None:
-        await daemon.fscache.start()
-    if daemon.fanotify is None:
-        log.warning("fanotify is not available (%s); mounts use %s", daemon.fanotify_problem,
-                    "fscache" if daemon.fscache else "FUSE")
+    for name, problem in daemon.unavailable.items():
+        log.warning("%s mode is not available: %s", name, problem)
+    listening = False
     try:
         async with trio.open_nursery() as nursery:
             def stop_soon() -> None:  # after the reply to /v1/stop has gone out
                 nursery.start_soon(_cancel_later, nursery.cancel_scope)
 
-            if daemon.fanotify is not None:  # first: restoring mounts raises events too
-                await nursery.start(daemon.fanotify.serve)
-            if daemon.fscache is not None:
-                await nursery.start(daemon.fscache.serve)
-            await daemon.restore()
-            if daemon.fanotify is not None:
-                daemon.fanotify.ready.set()
-            if failover:  # a daemon before us died: have the kernel resend its requests
-                daemon.fscache.restore()
             await nursery.start(serve, socket_path, Api(daemon, stop_soon).handle)
+            listening = True
+            await daemon.start(nursery)
             nursery.start_soon(_on_signals, daemon, nursery.cancel_scope)
             log.info("erofsd daemon %d ready on %s (state %s)", os.getpid(), socket_path,
                      state_dir)
     finally:
-        if os.path.exists(socket_path):
+        if listening and os.path.exists(socket_path):
             os.unlink(socket_path)
         log.info("erofsd daemon %d stopped", os.getpid())
 

@@ -2,58 +2,44 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
+from ..datapaths.base import Mount
 
-@dataclasses.dataclass
-class MountRecord:
-    mountpoint: str
-    image: str
-    fsid: str
-    domain_id: str | None
-    mode: str  # "fanotify" | "fuse"
-    manifest: str  # the manifest as fetched (JSON text): restoring needs no network
-    manifest_digest: str
-    insecure: bool = False
-    mirror: str | None = None
-    worker_pid: int | None = None  # the FUSE worker process
-    created: float = 0.0
+log = logging.getLogger("erofsd.daemon")
 
 
 class MountTable:
+    """``mounts.json``: every mount's persisted record, replaced atomically on each change."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def load(self) -> list[MountRecord]:
+    def load(self) -> list[Mount]:
         try:
             raw = json.loads(self.path.read_text())
         except FileNotFoundError:
             return []
         except ValueError:
-            return []  # a torn file cannot happen (atomic rename); an edited one is ignored
-        return [MountRecord(**r) for r in raw.get("mounts", [])]
+            log.error("%s is not JSON (edited by hand?): no mount is taken back", self.path)
+            return []  # a torn file cannot happen (atomic rename)
+        mounts = []
+        for record in raw.get("mounts", []):
+            try:
+                mounts.append(Mount.from_json(record))
+            except ValueError as e:
+                log.error("%s: %s: %r", self.path, e, record)
+        return mounts
 
-    def save(self, records: list[MountRecord]) -> None:
+    def save(self, mounts: list[Mount]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".mounts-", dir=self.path.parent)
         with os.fdopen(fd, "w") as f:
-            json.dump({"mounts": [dataclasses.asdict(r) for r in records]}, f, indent=1)
+            json.dump({"mounts": [m.to_json() for m in mounts]}, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-
-
-def mounted_filesystems() -> dict[str, str]:
-    """mountpoint -> filesystem type, from /proc/self/mountinfo."""
-    found = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            point = fields[4].encode().decode("unicode_escape")
-            found[point] = fields[sep + 1]
-    return found

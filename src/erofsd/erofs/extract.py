@@ -16,9 +16,9 @@ import stat
 from collections.abc import Callable
 
 from ..errors import AlreadyExists, ErofsdError
+from ..posixio import pwrite_all
 from .image import Image
 from .inode import Inode
-from .readat import pwrite_all
 
 PIECE = 1 << 20
 BLOCK = 4096

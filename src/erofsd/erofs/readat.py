@@ -119,18 +119,3 @@ class BlockCachedReadAt:
         data = b"".join(self._block(i) for i in range(first, last + 1))
         start = offset - first * self._bs
         return data[start:start + length]
-
-
-def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """pwrite(2) until every byte is written; a short write (e.g. on ENOSPC) is not success.
-
-    The kernel may write part of a buffer and report the shortfall only on
-    the next call; taking the first count as done would leave zeros behind.
-    """
-    with memoryview(data) as whole:  # released even on an error: data may be an mmap
-        done = 0
-        while done < len(whole):
-            written = os.pwrite(fd, whole[done:], offset + done)
-            if written <= 0:
-                raise OSError(errno.EIO, "pwrite wrote nothing")
-            done += written

@@ -3,7 +3,9 @@
 ``BlobSource`` reads a byte range of a blob and reports a blob's size;
 that is all the cache asks of it, and all a fault-injecting test wraps.
 ``resolve_image`` turns a reference into a manifest plus the source its
-blobs come from (an OCI layout, a registry, optionally a static mirror).
+blobs come from (an OCI layout, a registry, optionally a static mirror);
+``pinned_image`` does the same for a manifest already resolved and kept,
+with no network, so a later reader serves exactly what was resolved.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import threading
 from collections import OrderedDict
 from typing import Protocol
 
-from ..errors import NotFound, SourceError
-from .descriptor import verify_bytes
+from ..errors import IntegrityError, NotFound, SourceError
+from .descriptor import sha256_digest, verify_bytes
+from .image import BlobRef
 from .layout import OciLayout
 from .manifest import select_manifest
 from .reference import LayoutRef, parse_reference
@@ -126,6 +129,18 @@ class MirrorSource:
         return self.fallback.blob_size(digest)
 
 
+@dataclasses.dataclass(frozen=True)
+class SourcedBlob:
+    """A blob of an image, and where to fetch it."""
+
+    ref: BlobRef
+    source: BlobSource
+
+    @property
+    def digest(self) -> str:
+        return self.ref.digest
+
+
 @dataclasses.dataclass
 class ResolvedImage:
     reference: str
@@ -150,6 +165,14 @@ def source_for(text: str, transport: Transport, mirror: str | None = None) -> Bl
     else:
         source = RegistrySource(RegistryClient(ref.host, transport), ref.repository)
     return MirrorSource(mirror, transport, source) if mirror else source
+
+
+def pinned_image(text: str, manifest: bytes, digest: str, *, transport: Transport,
+                 mirror: str | None = None) -> ResolvedImage:
+    """The image ``text`` named when it resolved to ``manifest``, whatever it names now."""
+    if sha256_digest(manifest) != digest:
+        raise IntegrityError(f"the kept manifest of {text} does not match its digest {digest}")
+    return ResolvedImage(text, manifest, digest, source_for(text, transport, mirror))
 
 
 def resolve_image(text: str, *, transport: Transport | None = None, mirror: str | None = None,

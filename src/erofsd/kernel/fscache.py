@@ -15,7 +15,8 @@ import mmap
 import os
 import struct
 
-from ..erofs.readat import pwrite_all
+from ..posixio import pwrite_all
+from .mount import kernel_has
 
 DEVICE = "/dev/cachefiles"
 OP_OPEN, OP_CLOSE, OP_READ = 0, 1, 2
@@ -111,10 +112,6 @@ def supported() -> str | None:
     """None when the on-demand cachefiles device is here, else why not."""
     if not os.path.exists(DEVICE):
         return f"{DEVICE} does not exist (no CONFIG_CACHEFILES)"
-    try:
-        with open("/proc/filesystems") as f:
-            if not any(line.split()[-1] == "erofs" for line in f if line.strip()):
-                return "the kernel has no EROFS"
-    except OSError:
-        return "cannot read /proc/filesystems"
+    if not kernel_has("erofs"):
+        return "the kernel has no EROFS"
     return None

@@ -1,17 +1,17 @@
-"""The daemon's side of the fscache data path: erofsd as the cachefiles on-demand daemon.
+"""The fscache data path: erofsd as the cachefiles on-demand daemon.
 
 The kernel mounts ``-t erofs none -o fsid=F[,domain_id=D]`` and does the
 sharing itself: one fscache volume per domain, one cookie per blob per
-domain. For every cookie it OPENs, the daemon finds what to serve from
-the mounts it knows (the volume key and the cookie key: the fsid for a
-bootstrap, the blob digest tag for a blob), then answers READs of holes
-from the verified bootstrap or through the erofsd cache. A READ that
-cannot be filled is completed unfilled, so the kernel sees the hole and
-the reader gets EIO, never zeros.
+domain. For every cookie it OPENs, the daemon finds what to serve among
+the mounts attached here (by the volume key and the cookie key: the fsid
+for a bootstrap, the blob's digest tag for a blob), then answers READs of
+holes from the verified bootstrap or through the erofsd cache. A READ that
+cannot be filled is completed unfilled, so the kernel sees the hole and the
+reader gets EIO, never zeros.
 
 The /dev/cachefiles fd is kept by the holder as well, so after a daemon
-dies a new one takes it back and writes ``restore``: the requests the old
-daemon left are sent again, and objects it had opened are opened again.
+dies a new one takes it back and, once it has adopted every mount, writes
+``restore``: the requests the old daemon left are sent again.
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import trio
 
 from ..cache.blob import CachedBlob
 from ..cache.store import BlobCache
-from ..errors import ErofsdError
+from ..errors import AlreadyExists, ErofsdError
+from ..kernel import fscache
+from ..kernel.mount import mount_erofs_ondemand
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
-from ..paths import fscache
+from .base import Mount, unmount
 from .holderlink import HolderLink
 
 log = logging.getLogger("erofsd.fscache")
@@ -45,7 +47,18 @@ class Target:
     bootstrap_path: str = ""
     size: int = 0
     blob: BlobRef | None = None
-    sources: tuple[BlobSource, ...] = ()
+    source: BlobSource | None = None
+
+
+def targets_of(mount: Mount) -> dict[tuple[str, str], Target]:
+    """The cookies a mount's kernel mount will OPEN: (volume key, cookie key) -> target."""
+    manifest = mount.erofsd_manifest
+    table = {(mount.volume, mount.fsid): Target(bootstrap_path=mount.bootstrap_path,
+                                                size=manifest.bootstrap.size)}
+    for ref in manifest.blobs:
+        table[(mount.volume, ref.digest.split(":", 1)[1])] = Target(blob=ref,
+                                                                    source=mount.source)
+    return table
 
 
 @dataclasses.dataclass
@@ -55,13 +68,18 @@ class _Object:
     cached: CachedBlob | None = None
 
 
-class FscacheService:
+class FscachePath:
+    name: ClassVar[str] = "fscache"
+
     def __init__(self, link: HolderLink, cache: BlobCache, state_dir: Path) -> None:
         self.link = link
         self.cache = cache
         self.directory = str(state_dir / "fscache")
         self.fd = -1
-        self.targets: dict[tuple[str, str], Target] = {}
+        self._failover = False
+        # (volume key, cookie key) -> mount name -> target: a cookie stays known
+        # while any attached mount provides it
+        self._targets: dict[tuple[str, str], dict[str, Target]] = {}
         self._objects: dict[int, _Object] = {}
         self.opens: list[dict] = []  # every OPEN, for status and tests
         self.reads = 0
@@ -69,25 +87,86 @@ class FscacheService:
         self.failed_reads = 0
         self._limiter = trio.CapacityLimiter(8)
 
-    async def start(self) -> None:
-        """Take the device from the holder (then ``restore``), or open and bind it."""
+    @staticmethod
+    def problem() -> str | None:
+        return fscache.supported()
+
+    # -- the interface ----------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Take the device from the holder (a daemon before us died), or open and bind it."""
         kept = self.link.kept.pop(KEPT_NAME, None)
         if kept is not None:
-            self.fd = kept
+            self.fd, self._failover = kept, True
         else:
             self.fd = await trio.to_thread.run_sync(fscache.open_device, self.directory)
             await self.link.keep(KEPT_NAME, self.fd)
         os.set_blocking(self.fd, False)
+        await nursery.start(self._serve)
 
-    def restore(self) -> None:
-        """Once the mounts are known again: have the kernel resend what was pending."""
-        fscache.restore(self.fd)
-        log.info("wrote restore to %s", fscache.DEVICE)
+    def still_mounted(self, fstype: str | None) -> bool:
+        return fstype == "erofs"
 
-    def set_targets(self, targets: dict[tuple[str, str], Target]) -> None:
-        self.targets = targets
+    async def attach(self, mount: Mount) -> None:
+        """The kernel mounts by fsid and asks for its cookies while mount(2) runs."""
+        self._learn(mount)
+        try:
+            await trio.to_thread.run_sync(mount_erofs_ondemand, mount.mountpoint, mount.fsid,
+                                          mount.domain_id)
+        except OSError as e:
+            self._forget(mount)
+            cls = AlreadyExists if e.errno == errno.EEXIST else ErofsdError
+            raise cls(f"the kernel refused to mount fsid {mount.fsid}"
+                      + (f" in domain {mount.domain_id}" if mount.domain_id else "")
+                      + f": {e.strerror} (see dmesg)", errno=e.errno) from None
+        except BaseException:
+            self._forget(mount)
+            raise
 
-    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def adopt(self, mount: Mount) -> None:
+        self._learn(mount)
+
+    async def resume(self) -> None:
+        if self._failover:  # have the kernel resend what the daemon before us left
+            fscache.restore(self.fd)
+            log.info("wrote restore to %s", fscache.DEVICE)
+
+    async def detach(self, mount: Mount, *, lazy: bool) -> None:
+        await unmount(mount.mountpoint, lazy=lazy)
+        self._forget(mount)
+
+    def describe(self, mount: Mount) -> dict:
+        return {"state": "ok"}
+
+    def blob_stats(self, mount: Mount) -> dict:
+        return {}  # READs are served through the daemon's own cached blobs
+
+    def status(self) -> dict:
+        return {"fscache": {"opens": list(self.opens), "objects": len(self._objects),
+                            "reads": self.reads, "read_bytes": self.read_bytes,
+                            "failed_reads": self.failed_reads}}
+
+    async def stop(self) -> None:
+        pass  # the holder keeps the device; the kernel's objects close with the mounts
+
+    def _learn(self, mount: Mount) -> None:
+        for key, target in targets_of(mount).items():
+            self._targets.setdefault(key, {})[mount.name] = target
+
+    def _forget(self, mount: Mount) -> None:
+        for key in targets_of(mount):
+            providers = self._targets.get(key, {})
+            providers.pop(mount.name, None)
+            if not providers:
+                self._targets.pop(key, None)
+
+    def _target(self, key: tuple[str, str]) -> Target | None:
+        providers = self._targets.get(key)
+        return next(iter(providers.values())) if providers else None
+
+    # -- messages ---------------------------------------------------------------
+
+    async def _serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with trio.open_nursery() as nursery:
             while True:
@@ -113,8 +192,7 @@ class FscacheService:
                     os.close(message.fd)
 
     async def _open(self, message: fscache.Message) -> None:
-        key = (message.volume_key, message.cookie_key)
-        target = self.targets.get(key)
+        target = self._target((message.volume_key, message.cookie_key))
         kind = "bootstrap" if target and target.blob is None else "blob"
         self.opens.append({"volume": message.volume_key, "key": message.cookie_key,
                            "kind": kind if target else "unknown"})
@@ -127,9 +205,9 @@ class FscacheService:
         obj = _Object(message.fd, target)
         size = target.size
         if target.blob is not None:
-            try:
+            try:  # a reference of the kernel's own, held until its CLOSE
                 obj.cached = await trio.to_thread.run_sync(
-                    self.cache.acquire, message.volume_key, target.blob, list(target.sources),
+                    self.cache.acquire, message.volume_key, target.blob, [target.source],
                     limiter=self._limiter)
             except (ErofsdError, OSError) as e:
                 log.error("cannot open blob %s: %s", target.blob.digest, e)
@@ -172,22 +250,3 @@ class FscacheService:
         os.close(obj.fd)
         if obj.cached is not None:
             self.cache.release(obj.cached)
-
-    def view(self) -> dict:
-        return {"opens": list(self.opens), "objects": len(self._objects), "reads": self.reads,
-                "read_bytes": self.read_bytes, "failed_reads": self.failed_reads}
-
-
-def mount_options(fsid: str, domain_id: str | None) -> str:
-    return f"fsid={fsid}" + (f",domain_id={domain_id}" if domain_id else "")
-
-
-def targets_of(mounts: Sequence[tuple[str, str, str, int, list[BlobRef], BlobSource]]
-               ) -> dict[tuple[str, str], Target]:
-    """(volume, fsid, bootstrap path, size, blobs, source) per mount -> the cookie table."""
-    table: dict[tuple[str, str], Target] = {}
-    for volume, fsid, bootstrap, size, blobs, source in mounts:
-        table[(volume, fsid)] = Target(bootstrap_path=bootstrap, size=size)
-        for ref in blobs:
-            table[(volume, ref.digest.split(":", 1)[1])] = Target(blob=ref, sources=(source,))
-    return table

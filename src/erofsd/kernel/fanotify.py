@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import os
 import struct
+import tempfile
 
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
@@ -37,6 +38,7 @@ METADATA = struct.Struct("<IBBHQii")  # event_len, vers, reserved, metadata_len,
 INFO_HEADER = struct.Struct("<BBH")  # info_type, pad, len
 RANGE = struct.Struct("<4xIQQ")  # header, pad, offset, count
 RESPONSE = struct.Struct("<iI")  # fd, response
+assert (METADATA.size, INFO_HEADER.size, RANGE.size, RESPONSE.size) == (24, 4, 24, 8)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
@@ -74,22 +76,24 @@ def mark(group: int, path: str, *, remove: bool = False) -> None:
 
 
 def parse_events(buf: bytes) -> list[Event]:
+    """The events of one read(2) of the group; a torn or short record ends the list."""
     events, pos = [], 0
     while pos + METADATA.size <= len(buf):
         event_len, _vers, _, metadata_len, mask, fd, pid = METADATA.unpack_from(buf, pos)
-        if event_len < METADATA.size:
+        end = pos + event_len
+        if event_len < METADATA.size or metadata_len < METADATA.size or end > len(buf):
             break
         offset = count = 0
         info = pos + metadata_len
-        while info + INFO_HEADER.size <= pos + event_len:
+        while info + INFO_HEADER.size <= end:
             info_type, _, info_len = INFO_HEADER.unpack_from(buf, info)
-            if info_len == 0:
+            if info_len < INFO_HEADER.size or info + info_len > end:
                 break
-            if info_type == FAN_EVENT_INFO_TYPE_RANGE:
+            if info_type == FAN_EVENT_INFO_TYPE_RANGE and info_len >= RANGE.size:
                 _, offset, count = RANGE.unpack_from(buf, info)
             info += info_len
         events.append(Event(mask, fd, pid, offset, count))
-        pos += event_len
+        pos = end
     return events
 
 
@@ -106,7 +110,6 @@ def supported() -> str | None:
     Older kernels accept the group class but not the FAN_PRE_ACCESS mask,
     so a real mark on a scratch file decides.
     """
-    import tempfile
     try:
         fd = init_group()
     except OSError as e:

@@ -1,14 +1,17 @@
-"""The FUSE data path: the userspace EROFS reader served through pyfuse3.
+"""A FUSE worker: the userspace EROFS reader served through pyfuse3, one mount per process.
 
 A thin adapter: each handler turns an inode number into an image inode,
 makes one library call, and fills attributes. Errors become errnos at one
 boundary (``_errnos``). Reads that may fetch from a source run in a worker
 thread, so the trio loop keeps serving.
 
-pyfuse3 runs one session per process, so the daemon starts one worker
-process per FUSE mount: ``python -m erofsd.paths.fuse IMAGE MOUNTPOINT ...``.
-The worker prints "ready" once mounted, keeps a JSON file of per-blob
-counters up to date (--stats-file), and exits when the mount goes away.
+The daemon (``fuse.py``) starts ``python -m erofsd.datapaths.fuse_worker
+--state-dir DIR --stats-file FILE`` and writes the mount's record on its
+stdin: the image reference, the pinned manifest and its digest, fsid and
+domain. The worker checks the manifest against its digest, opens the image
+through the same cache volume as the daemon (``images.open_resolved``),
+mounts, prints "ready" (or "error ERRNO MESSAGE"), keeps a JSON file of
+per-blob counters up to date, and exits when the mount goes away.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ import sys
 import pyfuse3
 import trio
 
+from ..cache.store import BlobCache
 from ..erofs.image import Image
 from ..erofs.inode import Inode
 from ..errors import ErofsdError
-from ..images import ReadOptions, open_image
+from ..images import open_resolved
+from ..oci.source import pinned_image
+from ..oci.transport import Transport
+from .base import Mount
 
 TIMEOUT = 3600.0  # an image never changes: cache entries and attributes for long
 _READ_THREADS = trio.CapacityLimiter(16)
@@ -189,30 +196,29 @@ async def _serve(blobs, stats_path: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="erofsd-fuse")
-    parser.add_argument("image")
-    parser.add_argument("mountpoint")
-    parser.add_argument("--state-dir")
-    parser.add_argument("--domain-id")
-    parser.add_argument("--fsid")
-    parser.add_argument("--insecure", action="store_true")
-    parser.add_argument("--mirror")
+    parser = argparse.ArgumentParser(prog="erofsd-fuse-worker")
+    parser.add_argument("--state-dir", required=True)
     parser.add_argument("--stats-file")
     args = parser.parse_args(argv)
-    options = ReadOptions(state_dir=args.state_dir, domain_id=args.domain_id, fsid=args.fsid,
-                          insecure=args.insecure, mirror=args.mirror)
+    transport = None
     try:
-        opened = open_image(args.image, options=options)
-    except ErofsdError as e:
-        print(f"error {e.errno} {e}", flush=True)
+        mount = Mount.from_json(json.loads(sys.stdin.read()))  # the daemon's own record
+        transport = Transport(insecure=mount.insecure)
+        resolved = pinned_image(mount.image, mount.manifest.encode(), mount.manifest_digest,
+                                transport=transport, mirror=mount.mirror)
+        opened = open_resolved(resolved, BlobCache(args.state_dir), mount.volume)
+    except (ErofsdError, OSError) as e:
+        code = getattr(e, "errno", None) or errno.EIO
+        print(f"error {code} {e}", flush=True)
         return 1
     with opened:
-        pyfuse3.init(ErofsFuse(opened.image), args.mountpoint, mount_options())
+        pyfuse3.init(ErofsFuse(opened.image), mount.mountpoint, mount_options())
         print("ready", flush=True)
         try:
             trio.run(_serve, opened.blobs, args.stats_file)
         finally:
             pyfuse3.close(unmount=False)
+            transport.close()
     return 0
 
 

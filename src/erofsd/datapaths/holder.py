@@ -34,7 +34,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from ..paths import fanotify
+from ..kernel import fanotify
 
 log = logging.getLogger("erofsd.holder")
 MAX_MESSAGE = 64 * 1024

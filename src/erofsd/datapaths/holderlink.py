@@ -33,7 +33,7 @@ class HolderLink:
         finally:
             probe.close()
         with open(self.log_path, "ab") as log_file:
-            subprocess.Popen([sys.executable, "-m", "erofsd.daemon.holder", self.socket_path],
+            subprocess.Popen([sys.executable, "-m", "erofsd.datapaths.holder", self.socket_path],
                              stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                              start_new_session=True, close_fds=True)
         deadline = time.monotonic() + 10

@@ -1,0 +1,146 @@
+"""The one mount record, and the interface every data path implements.
+
+The daemon owns each ``Mount``: it claims the mount point, resolves and
+pins the image, registers the mount in the domain registry, asks a data
+path to attach it, and records it (``daemon/mounttable.py``). A data path
+only makes the kernel serve the mount and answers the kernel's questions:
+
+    attach(mount)        mount it and start serving it
+    adopt(mount)         after a daemon restart: serve a mount that stayed
+    detach(mount, lazy)  unmount it and stop serving it
+    describe(mount)      what status says about it (state, worker pid, ...)
+
+plus ``start`` (before any mount), ``resume`` (once every mount is adopted),
+``stop`` and ``status`` (the path's own figures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import json
+import time
+from typing import Any, ClassVar, Protocol
+
+import trio
+
+from ..cache.blob import CachedBlob
+from ..domain import Registration, mount_name, volume_of
+from ..errors import Busy, ErofsdError
+from ..kernel.mount import umount
+from ..oci.image import ErofsdManifest
+from ..oci.source import BlobSource, SourcedBlob
+
+PERSISTED = ("mountpoint", "image", "fsid", "domain_id", "mode", "manifest", "manifest_digest",
+             "insecure", "mirror", "worker_pid", "created")
+
+
+@dataclasses.dataclass(eq=False)
+class Mount:
+    """One image mounted by the daemon.
+
+    The persisted fields (``PERSISTED``) say what was asked and pin what was
+    served, manifest included, so a restarted daemon takes the mount back
+    without the network. The rest exists while a daemon serves the mount.
+    """
+
+    mountpoint: str
+    image: str  # the reference as the user gave it
+    fsid: str
+    domain_id: str | None
+    mode: str  # the data path's name
+    manifest: str  # the manifest as fetched (JSON text)
+    manifest_digest: str
+    insecure: bool = False
+    mirror: str | None = None
+    worker_pid: int | None = None  # the FUSE worker process
+    created: float = dataclasses.field(default_factory=time.time)
+    # live
+    source: BlobSource | None = dataclasses.field(default=None, repr=False)
+    bootstrap_path: str = ""
+    bootstrap_fd: int = -1  # holds a shared lock: GC leaves the bootstrap alone
+    registration: Registration | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return mount_name(self.domain_id, self.fsid)
+
+    @property
+    def volume(self) -> str:
+        return volume_of(self.domain_id, self.fsid)
+
+    @functools.cached_property
+    def erofsd_manifest(self) -> ErofsdManifest:
+        return ErofsdManifest.parse(self.manifest.encode(), self.manifest_digest)
+
+    def sourced_blobs(self) -> list[SourcedBlob]:
+        """The blobs to register: each with where to fetch it."""
+        assert self.source is not None
+        return [SourcedBlob(ref, self.source) for ref in self.erofsd_manifest.blobs]
+
+    def cached_blobs(self) -> list[CachedBlob]:
+        """The registered cookies' objects, in device-table order."""
+        assert self.registration is not None
+        return self.registration.objects()
+
+    def to_json(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in PERSISTED}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Mount:
+        """A persisted record back; ValueError when it lacks a field every mount has."""
+        missing = [f for f in PERSISTED[:7] if f not in value]  # the fields without defaults
+        if missing:
+            raise ValueError(f"a mount record lacks {', '.join(missing)}")
+        return cls(**{field: value[field] for field in PERSISTED if field in value})
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json())
+
+
+class DataPath(Protocol):
+    name: ClassVar[str]
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start serving the kernel (before any mount is attached or adopted)."""
+
+    def still_mounted(self, fstype: str | None) -> bool:
+        """Whether a recorded mount whose mount point now has ``fstype`` is still ours."""
+
+    async def attach(self, mount: Mount) -> None:
+        """Mount it and serve it; on failure, undo what this call did."""
+
+    async def adopt(self, mount: Mount) -> None:
+        """Serve a mount that outlived the daemon before this one."""
+
+    async def resume(self) -> None:
+        """Every mount is adopted: answer what waited for the daemon."""
+
+    async def detach(self, mount: Mount, *, lazy: bool) -> None:
+        """Unmount it and stop serving it."""
+
+    def describe(self, mount: Mount) -> dict[str, Any]:
+        """Fields status shows for the mount (at least its state)."""
+
+    def blob_stats(self, mount: Mount) -> dict[str, dict[str, Any]]:
+        """Per-blob counters kept outside the daemon (by a worker), by digest."""
+
+    def status(self) -> dict[str, Any]:
+        """The path's own figures for the daemon's status."""
+
+    async def stop(self) -> None:
+        """The daemon is going away."""
+
+
+async def unmount(mountpoint: str, *, lazy: bool = False, busy_hint: str = "") -> None:
+    """umount2(2) with erofsd's errors; a mount point no longer mounted is fine."""
+    try:
+        await trio.to_thread.run_sync(lambda: umount(mountpoint, lazy=lazy))
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            raise Busy(f"{mountpoint} is busy: close what uses it first{busy_hint}") from None
+        if e.errno != errno.EINVAL:  # EINVAL: no longer mounted (a dead worker's, say)
+            raise ErofsdError(f"cannot unmount {mountpoint}: {e.strerror}",
+                              errno=e.errno) from None
+

@@ -1,0 +1,242 @@
+"""The fanotify data path: kernel EROFS on the cache files, filled on pre-content events.
+
+Each blob a fanotify mount uses is a cache file marked with FAN_PRE_ACCESS
+on the holder's group, and the kernel mounts the bootstrap file-backed with
+``device=<cache file>`` per blob. An event names a file and a range; the
+daemon makes the range present in the cache (fetch, verify, write), then
+answers FAN_ALLOW, or FAN_DENY with an errno when the bytes cannot be had:
+never zeros. The daemon's own writes must not raise events in turn, so every
+write to a marked blob goes through a no-notify fd: the first event's fd,
+kept. A blob that becomes complete loses its mark, so warm reads never
+wake the daemon. Mounts in one domain name the same cache files, so a mark
+is shared: it is taken by the first mount of a blob and dropped by the last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import logging
+import os
+import threading
+from typing import ClassVar
+
+import trio
+
+from ..cache.blob import CachedBlob
+from ..errors import Busy, ErofsdError, InvalidArgument
+from ..kernel import fanotify
+from ..kernel.mount import mount_erofs, set_read_ahead
+from .base import Mount, unmount
+from .holderlink import HolderLink
+
+log = logging.getLogger("erofsd.fanotify")
+HANDLER_THREADS = 16
+READ_AHEAD_KB = 4096  # the kernel then asks for large ranges: fewer events
+
+
+@dataclasses.dataclass
+class _Watch:
+    """A blob this daemon serves: the mounts using it, its owner lock, its inode."""
+
+    users: int
+    owner_fd: int  # an exclusive flock: one daemon serves a cache file
+    inode: tuple[int, int]
+    quiet: bool = False  # writes go through a no-notify fd (the first event's)
+
+
+class FanotifyPath:
+    name: ClassVar[str] = "fanotify"
+
+    def __init__(self, link: HolderLink) -> None:
+        self.link = link
+        self._watches: dict[CachedBlob, _Watch] = {}
+        self._inodes: dict[tuple[int, int], CachedBlob] = {}
+        self._lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(HANDLER_THREADS)
+        self.events = 0
+        self.denied = 0
+        self._stopping = False
+        # set once the daemon has taken its mounts back: events of other processes
+        # (a restarted daemon gets the pending ones at once) wait for it
+        self._resumed = trio.Event()
+
+    @staticmethod
+    def problem() -> str | None:
+        return fanotify.supported()
+
+    # -- the interface ----------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self._serve)
+
+    def still_mounted(self, fstype: str | None) -> bool:
+        return fstype == "erofs"
+
+    async def attach(self, mount: Mount) -> None:
+        await self.adopt(mount)
+        try:
+            await trio.to_thread.run_sync(
+                mount_erofs, mount.bootstrap_path, mount.mountpoint,
+                [blob.data_path for blob in mount.cached_blobs()])
+        except BaseException:
+            self._unwatch_all(mount)
+            raise
+        try:
+            set_read_ahead(mount.mountpoint, READ_AHEAD_KB)
+        except OSError as e:
+            log.info("could not set readahead on %s: %s", mount.mountpoint, e.strerror)
+
+    async def adopt(self, mount: Mount) -> None:
+        watched = []
+        try:
+            for blob in mount.cached_blobs():
+                await trio.to_thread.run_sync(self._watch, blob)
+                watched.append(blob)
+        except BaseException:
+            for blob in watched:
+                self._unwatch(blob)
+            raise
+
+    async def resume(self) -> None:
+        self._resumed.set()
+
+    async def detach(self, mount: Mount, *, lazy: bool) -> None:
+        if lazy:
+            raise InvalidArgument("a fanotify mount cannot be detached lazily: its readers "
+                                  "need the daemon until they close their files")
+        await unmount(mount.mountpoint)
+        self._unwatch_all(mount)
+
+    def describe(self, mount: Mount) -> dict:
+        return {"state": "ok"}
+
+    def blob_stats(self, mount: Mount) -> dict:
+        return {}  # reads are counted by the daemon's own cached blobs
+
+    def status(self) -> dict:
+        return {"fanotify_events": self.events, "fanotify_denied": self.denied}
+
+    async def stop(self) -> None:
+        self._stopping = True  # the holder going away is no longer an error
+
+    # -- marks ------------------------------------------------------------------
+
+    def _watch(self, blob: CachedBlob) -> None:
+        """Serve ``blob`` to the kernel: own it, and mark it unless it is complete."""
+        with self._lock:
+            watch = self._watches.get(blob)
+            if watch is not None:
+                watch.users += 1
+                return
+            fd = os.open(blob.owner_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise Busy(f"blob {blob.ref.digest} in {blob.volume} is served by another "
+                           "erofsd daemon on this state directory") from None
+            st = os.stat(blob.data_path)
+            self._watches[blob] = _Watch(1, fd, (st.st_dev, st.st_ino))
+            self._inodes[(st.st_dev, st.st_ino)] = blob
+            blob.owned = True
+        blob.pmap.refresh(0, len(blob.table.entries))
+        if not blob.complete:
+            try:
+                fanotify.mark(self.link.group, blob.data_path)
+            except BaseException:
+                self._unwatch(blob)
+                raise
+
+    def _unwatch_all(self, mount: Mount) -> None:
+        for blob in mount.cached_blobs():
+            self._unwatch(blob)
+
+    def _unwatch(self, blob: CachedBlob) -> None:
+        with self._lock:
+            watch = self._watches.get(blob)
+            if watch is None:
+                return
+            watch.users -= 1
+            if watch.users > 0:
+                return
+            del self._watches[blob]
+            del self._inodes[watch.inode]
+        try:
+            fanotify.mark(self.link.group, blob.data_path, remove=True)
+        except OSError as e:
+            log.warning("could not remove the mark on %s: %s", blob.data_path, e.strerror)
+        blob.owned = False
+        os.close(watch.owner_fd)
+
+    # -- events -----------------------------------------------------------------
+
+    async def _serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Answer every event the holder forwards, each in its own task."""
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                message, fds = await self.link.receive()
+                if message is None:
+                    if self._stopping:
+                        return
+                    raise ErofsdError("the holder went away")
+                if "event" in message and fds:
+                    nursery.start_soon(self._handle, message, fds[0])
+                else:
+                    for fd in fds:
+                        os.close(fd)
+
+    async def _handle(self, message: dict, fd: int) -> None:
+        event_id = message["event"]
+        allow, code = False, errno.EIO
+        try:
+            if message["pid"] == os.getpid():
+                # Our own I/O on a marked file (a restarted daemon reopening its cache):
+                # it reads present or verified bytes, or writes; nothing to fill.
+                allow = True
+            else:
+                await self._resumed.wait()
+                st = os.fstat(fd)
+                blob = self._inodes.get((st.st_dev, st.st_ino))
+                if blob is None:
+                    log.warning("event on a file erofsd does not serve (inode %d): denied",
+                                st.st_ino)
+                else:
+                    allow, code = await self._fill(blob, fd, message["offset"],
+                                                   message["count"])
+        except OSError as e:
+            code = e.errno or errno.EIO
+        except Exception:  # a bug: deny (never zeros), log it, and keep serving
+            log.exception("fanotify event %d failed", event_id)
+            code = errno.EIO
+        finally:
+            self.events += 1
+            self.denied += not allow
+            os.close(fd)
+            with trio.CancelScope(shield=True):  # an event is always answered
+                await self.link.send({"answer": event_id, "allow": allow, "errno": code})
+
+    async def _fill(self, blob: CachedBlob, fd: int, offset: int, count: int
+                    ) -> tuple[bool, int]:
+        with self._lock:
+            watch = self._watches.get(blob)
+            if watch is not None and not watch.quiet:  # writes from now on raise no events
+                blob.use_fd(os.dup(fd))
+                watch.quiet = True
+        try:
+            await trio.to_thread.run_sync(blob.ensure_range, offset, offset + count,
+                                          limiter=self._limiter)
+        except ErofsdError as e:
+            log.error("cannot fill %s bytes %d+%d: %s", blob.ref.digest, offset, count, e)
+            return False, e.errno
+        blob.stats.read_bytes += count
+        if blob.complete:
+            with self._lock:
+                watched = blob in self._watches
+            if watched:
+                fanotify.mark(self.link.group, blob.data_path, remove=True)
+                log.info("blob %s in %s is complete: mark removed", blob.ref.digest,
+                         blob.volume)
+        return True, 0

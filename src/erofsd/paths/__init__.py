@@ -1,1 +1,0 @@
-"""Data paths: how bytes reach readers (kernel EROFS mounts, fanotify, fscache, FUSE)."""
