@@ -1,69 +1,25 @@
-"""Shared fixtures: kernel mounts, image builds, and skips that state their reason."""
+"""Shared fixtures: a real registry, image families in it, a real daemon per test.
+
+Helpers live in modules of their own (``skips``, ``builds``, ``trees``,
+``treeutil``, ``imagekit``, ``daemonutil``, ``faultproxy``, ``guest``),
+importable from every test directory (pyproject.toml puts tests/ on the path).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from erofsd.erofs.builder import Layer
-from erofsd.erofs.dirlayer import read_dir_layer
-from erofsd.kernel.mount import kernel_has_erofs, mount_erofs, umount
-from erofsd.oci.image import build_to_layout
-from erofsd.oci.reference import LayoutRef
-
-
-def _kernel_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "kernel mounts need root"
-    if not kernel_has_erofs():
-        return "the kernel has no EROFS (/proc/filesystems)"
-    return None
-
-
-requires_kernel = pytest.mark.skipif(_kernel_skip_reason() is not None,
-                                     reason=_kernel_skip_reason() or "")
-
-
-def requires_tool(name: str):
-    return pytest.mark.skipif(shutil.which(name) is None, reason=f"{name} is not installed")
-
-
-@contextlib.contextmanager
-def kernel_mounted(bootstrap: str, devices: list[str]) -> Iterator[Path]:
-    target = tempfile.mkdtemp(prefix="erofsd-test-mnt-")
-    mount_erofs(bootstrap, target, devices)
-    try:
-        yield Path(target)
-    finally:
-        umount(target)
-        os.rmdir(target)
-
-
-def build_layers(layer_dirs, out: Path, tag: str = "latest", chunk_size: int = 1 << 20):
-    layers = []
-    for d in layer_dirs:
-        tree, contents = read_dir_layer(d)
-        layers.append(Layer(tree, contents, str(d)))
-    return build_to_layout(layers, LayoutRef(str(out), tag), chunk_size=chunk_size)
+from builds import build_layers
+from daemonutil import DaemonProc
+from erofsd.localregistry import Registry, have_registry
+from skips import daemon_reason
 
 
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("session")
-
-
-# -- a real registry --------------------------------------------------------------
-
-from erofsd.localregistry import Registry, have_registry  # noqa: E402
-
-requires_registry = pytest.mark.skipif(not have_registry(),
-                                       reason="docker-registry is not installed")
 
 
 @pytest.fixture(scope="session")
@@ -89,26 +45,16 @@ def family(tmp_path_factory):
     return {"layout": out, "base": base, "app1": app1, "app2": app2}
 
 
-# -- a real daemon -----------------------------------------------------------------
-
-from daemonutil import DaemonProc  # noqa: E402
-
-
-def _daemon_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the daemon mounts filesystems: needs root"
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse"
-    return None
-
-
-requires_daemon = pytest.mark.skipif(_daemon_skip_reason() is not None,
-                                     reason=_daemon_skip_reason() or "")
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """A one-layer erofsd image of 40 chunks of 64 KiB (cachekit.forty_chunk_image)."""
+    from cachekit import forty_chunk_image
+    return forty_chunk_image(tmp_path_factory.mktemp("cache-img"))
 
 
 @pytest.fixture
 def daemon(tmp_path):
-    reason = _daemon_skip_reason()
+    reason = daemon_reason()
     if reason:
         pytest.skip(reason)
     with DaemonProc(tmp_path / "d") as proc:

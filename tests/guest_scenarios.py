@@ -59,16 +59,6 @@ def daemon(name: str) -> Iterator[DaemonProc]:
         yield d
 
 
-def wait_for(d: DaemonProc, condition, timeout: float = 120) -> dict:
-    """The daemon's status once ``condition`` holds for it (a state, never a time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = d.client.status()
-        if condition(status) or time.monotonic() > deadline:
-            return status
-        time.sleep(0.05)
-
-
 def opens_of(status: dict, key: str) -> int:
     return sum(1 for o in status["daemon"]["fscache"]["opens"] if o["key"] == key)
 
@@ -128,7 +118,7 @@ def unmount_and_remount(spec: dict) -> dict:
         reads_before = d.client.status()["daemon"]["fscache"]["reads"]
         d.client.umount(mnt)
         # CLOSE messages arrive after the unmount returns
-        empty = wait_for(d, lambda s: s["daemon"]["fscache"]["objects"] == 0)
+        empty = d.wait_for(lambda s: s["daemon"]["fscache"]["objects"] == 0)
         d.client.mount(spec["images"]["a"], mnt, fsid="a1", domain_id="d1", mode="fscache")
         second = digests(mnt)
         after = d.client.status()["daemon"]["fscache"]
@@ -144,7 +134,7 @@ def failover(spec: dict) -> dict:
         d.client.mount(spec["big"]["image"], mnt, fsid="big", mode="fscache")
         reader = subprocess.Popen([sys.executable, "-c", READ_ONE, mnt + spec["big"]["path"]],
                                   stdout=subprocess.PIPE, text=True)
-        wait_for(d, lambda s: s["daemon"]["fscache"]["reads"] >= 3)  # the read is under way
+        d.wait_for(lambda s: s["daemon"]["fscache"]["reads"] >= 3)  # the read is under way
         in_flight = reader.poll() is None
         d.kill9()
         d.start()  # takes /dev/cachefiles back from the holder and writes "restore"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -102,7 +103,12 @@ def ensure_daemon(socket_path: str, state_dir: str, wait: float = 60) -> int | N
         if holder is None:
             process = _spawn(socket_path, state_dir)
             if _wait_for(client, deadline, lambda: process.poll() is None):
-                return process.pid
+                if client.status()["daemon"]["pid"] == process.pid:
+                    return process.pid
+                # another daemon started meanwhile: ours loses the lock and exits at once
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=30)
+                return None
             holder = lock.holder()  # it may have lost a race to another daemon
             if holder is None:
                 raise ErofsdError(f"the daemon exited at once (status {process.poll()}); see "

@@ -128,8 +128,9 @@ class Holder:
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
-        if self.daemon is not None:
-            self._drop_daemon()  # a new daemon takes over
+        if self.daemon is not None:  # a new daemon takes over
+            self._drain()  # what the old one sent before it went still counts (a "keep")
+            self._drop_daemon()
         self.daemon = conn
         log.info("daemon connected; re-sending %d pending event(s)", len(self.pending))
         names = sorted(self.kept)
@@ -141,6 +142,10 @@ class Holder:
             return
         for event_id, event in sorted(self.pending.items()):
             self._forward(event_id, event)
+
+    def _drain(self) -> None:
+        while self.daemon is not None and select.select([self.daemon], [], [], 0)[0]:
+            self._read_answer()
 
     def _read_answer(self) -> None:
         try:

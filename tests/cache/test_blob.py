@@ -1,4 +1,4 @@
-"""The blob cache: lazy, verified, single-flight, merged, shared across processes, GC-safe."""
+"""A cached blob: lazy, verified, single-flight, merged, shared across processes."""
 
 from __future__ import annotations
 
@@ -11,73 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_layers
+from cachekit import CountingSource, open_blob
 from erofsd.cache.blob import CacheTuning
-from erofsd.cache.presentmap import HEADER, HEADER_SIZE, Header, PresentMap
+from erofsd.cache.presentmap import HEADER, Header
 from erofsd.cache.store import BlobCache
-from erofsd.errors import CacheError, IntegrityError, SourceError
-from erofsd.oci.image import ErofsdManifest
-from erofsd.oci.layout import OciLayout
+from erofsd.errors import CacheError, IntegrityError
 from erofsd.oci.source import LayoutSource
-
-MIB = 1 << 20
-
-
-class CountingSource:
-    """A seam: the real layout source, with every request counted (and optionally altered)."""
-
-    def __init__(self, inner, *, delay: float = 0.0, corrupt_first: int = 0,
-                 fail: bool = False) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.requests: list[tuple[int, int]] = []
-        self.delay = delay
-        self.corrupt_left = corrupt_first
-        self.fail = fail
-        self._lock = threading.Lock()
-
-    def read_range(self, digest, offset, length):
-        with self._lock:
-            self.requests.append((offset, length))
-            corrupt = self.corrupt_left > 0
-            self.corrupt_left -= 1
-        if self.fail:
-            raise SourceError("source is down")
-        if self.delay:
-            time.sleep(self.delay)
-        data = self.inner.read_range(digest, offset, length)
-        if corrupt:
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
-        return data
-
-    def blob_size(self, digest):
-        return self.inner.blob_size(digest)
-
-    @property
-    def fetched(self) -> int:
-        return sum(length for _, length in self.requests)
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    """One layer of 40 files x 64 KiB of distinct bytes, 64 KiB chunks (40 chunk entries)."""
-    root = tmp_path_factory.mktemp("cache-img")
-    src = root / "src"
-    src.mkdir()
-    for i in range(40):
-        (src / f"f{i:02d}").write_bytes(os.urandom(64 * 1024))
-    build_layers([src], root / "layout", chunk_size=64 * 1024)
-    layout = OciLayout.open(root / "layout")
-    desc = layout.resolve("latest")
-    manifest = ErofsdManifest.parse(layout.read_blob(desc.digest), desc.digest)
-    return {"layout": layout, "ref": manifest.blobs[0], "src": src,
-            "blob_bytes": layout.blob_path(manifest.blobs[0].digest).read_bytes()}
-
-
-def open_blob(image, state, source=None, **tuning):
-    cache = BlobCache(state, CacheTuning(**{"readahead": 0, **tuning}))
-    source = source or CountingSource(LayoutSource(image["layout"]))
-    return cache, cache.acquire("erofs,t", image["ref"], [source]), source
 
 
 def test_reads_are_lazy_and_verified(image, tmp_path):
@@ -145,20 +84,6 @@ def test_single_flight_within_a_process(image, tmp_path):
     assert results == [image["blob_bytes"][65536 * 5:65536 * 6]] * 8
     assert source.requests[1:] == [(65536 * 5, 65536)]
     cache.release(blob)
-
-
-def test_same_volume_and_blob_is_one_object(image, tmp_path):
-    cache = BlobCache(tmp_path)
-    s1 = CountingSource(LayoutSource(image["layout"]))
-    s2 = CountingSource(LayoutSource(image["layout"]))
-    a = cache.acquire("erofs,t", image["ref"], [s1])
-    b = cache.acquire("erofs,t", image["ref"], [s2])
-    c = cache.acquire("erofs,other", image["ref"], [s1])
-    assert a is b and a is not c
-    cache.release(a)
-    assert b.read_at(0, 10)  # still open: one reference left
-    cache.release(b)
-    cache.release(c)
 
 
 def test_lying_source_is_retried_then_refused(image, tmp_path):
@@ -294,73 +219,6 @@ def test_write_errors_fail_the_read_and_keep_the_cache_usable(image, tmp_path):
         subprocess.run(["umount", "-l", str(small)], check=True)
 
 
-def test_gc_spares_blobs_in_use_and_goes_lru(image, tmp_path):
-    cache = BlobCache(tmp_path, CacheTuning(readahead=0))
-    src = LayoutSource(image["layout"])
-    blobs = {}
-    for i, volume in enumerate(["erofs,old", "erofs,mid", "erofs,new", "erofs,busy"]):
-        blobs[volume] = cache.acquire(volume, image["ref"], [src])
-        blobs[volume].read_at(0, 65536 * (i + 1))
-    for used, volume in enumerate(["erofs,old", "erofs,mid", "erofs,new"]):
-        cache.release(blobs[volume])
-        map_path = blobs[volume].data_path + ".map"  # last_used: seconds; set, not waited for
-        PresentMap.from_fd(map_path, os.open(map_path, os.O_RDWR)).update_header(
-            last_used=1_000_000 + used)
-    total = sum(b.disk_bytes for v in cache.list() for b in v.blobs)
-    keep = total - 1  # just under: only the oldest has to go
-    report = cache.gc(max_size=keep)
-    assert report.removed == [f"erofs,old {image['ref'].digest}"]
-    report = cache.gc()
-    assert sorted(r.split()[0] for r in report.removed) == ["erofs,mid", "erofs,new"]
-    assert report.kept_in_use == 1
-    assert [v.volume for v in cache.list()] == ["erofs,busy"]
-    assert blobs["erofs,busy"].read_at(0, 10) == image["blob_bytes"][:10]
-    cache.release(blobs["erofs,busy"])
-    assert cache.gc().removed and cache.list() == []
-
-
-def test_gc_and_ls_step_over_stray_files_in_the_cache_root(image, tmp_path):
-    cache, blob, _ = open_blob(image, tmp_path)
-    blob.read_at(0, 65536)
-    cache.release(blob)
-    stray = tmp_path / "cache" / "notes.txt"
-    stray.write_text("not a volume")
-    assert [v.volume for v in cache.list()] == [blob.volume]
-    report = cache.gc()
-    assert report.removed == [f"{blob.volume} {image['ref'].digest}"]
-    assert stray.read_text() == "not a volume" and cache.list() == []
-
-
-def test_gc_in_another_process_respects_our_use(image, tmp_path):
-    cache, blob, _ = open_blob(image, tmp_path)
-    blob.read_at(0, 65536)
-    import sys
-    out = subprocess.run([sys.executable, "-m", "erofsd", "cache", "gc", "--json",
-                          "--state-dir", str(tmp_path)], capture_output=True, text=True)
-    assert '"kept_in_use": 1' in out.stdout, out.stderr
-    assert os.path.exists(blob.data_path)
-    cache.release(blob)
-
-
-def test_cli_readahead_and_domain_volumes(image, tmp_path):
-    import sys
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "erofsd", *map(str, args)],
-                              capture_output=True)
-    layout = image["layout"].root
-    assert run("cat", f"oci:{layout}", "/f03", "--state-dir", tmp_path, "--domain-id", "d1",
-               "--readahead", "0").stdout == (image["src"] / "f03").read_bytes()
-    listing = BlobCache(tmp_path).list()
-    assert [v.volume for v in listing] == ["erofs,d1"]
-    assert listing[0].blobs[0].cached_bytes == 65536
-    bad = run("ls", f"oci:{layout}", "--state-dir", tmp_path, "--domain-id", "a,b")
-    assert bad.returncode == 1 and b"must not contain" in bad.stderr
-
-
-def test_present_map_header_is_one_block():
-    assert HEADER.size <= HEADER_SIZE == 4096
-
-
 def test_owned_blob_is_never_written_by_others(image, tmp_path):
     """Another process owns the blob: reads stay right, nothing is stored, no lock is taken."""
     import fcntl
@@ -389,14 +247,3 @@ def test_owned_blob_is_never_written_by_others(image, tmp_path):
     blob.read_at(0, 10)
     assert blob.cached_bytes == 65536
     cache.release(blob)
-
-
-def test_state_dir_from_the_environment_does_not_reroute_layout_reads(image, tmp_path):
-    """$EROFSD_STATE_DIR says where the cache is; it does not make local reads use it."""
-    import sys
-    env = {**os.environ, "EROFSD_STATE_DIR": str(tmp_path / "st")}
-    result = subprocess.run([sys.executable, "-m", "erofsd", "ls", f"oci:{image['layout'].root}"],
-                            capture_output=True, env=env)
-    assert result.returncode == 0 and b"f00" in result.stdout
-    cache_dir = tmp_path / "st" / "cache"
-    assert not cache_dir.exists() or not any(cache_dir.iterdir())

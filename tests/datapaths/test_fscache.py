@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import guest
-from conftest import build_layers
+from builds import build_layers
 from erofsd.images import open_image
 from erofsd.oci.layout import OciLayout
 from treeutil import snapshot_image
@@ -25,7 +25,7 @@ from treeutil import snapshot_image
 pytestmark = [pytest.mark.fscache,
               pytest.mark.skipif(guest.unavailable() is not None,
                                  reason=guest.unavailable() or "")]
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent  # the helpers and guest_scenarios.py
 
 
 def _digests(ref: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import kernel_mounted, requires_kernel, requires_tool
+from builds import kernel_mounted
 from erofsd.errors import BuildError, IntegrityError
 from erofsd.images import open_image
 from erofsd.oci.convert import SOURCE_LAYER, convert
@@ -28,6 +28,7 @@ from imagekit import (
     umoci_unpack,
     write_image,
 )
+from skips import requires_kernel, requires_tool
 from treeutil import assert_same_tree, snapshot_dir, snapshot_image
 
 pytestmark = requires_tool("umoci")

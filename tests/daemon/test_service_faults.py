@@ -3,6 +3,7 @@ a dead FUSE worker, restarts, storms of requests, and bad requests."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -16,6 +17,9 @@ import time
 
 import pytest
 
+from daemonutil import exchange, post, sweep, wait_until
+from erofsd.daemon.client import DaemonClient
+from erofsd.daemon.statelock import StateLock
 from erofsd.errors import (
     AlreadyExists,
     BadReference,
@@ -26,6 +30,7 @@ from erofsd.errors import (
     NotFound,
 )
 from faultproxy import FaultProxy
+from skips import requires_daemon
 from treeutil import assert_same_tree, snapshot_dir
 
 MODES = ["fanotify", "fuse"]
@@ -101,11 +106,12 @@ def test_kill_9_mid_read_loses_no_read_and_no_byte(daemon, pushed_family, family
     for round_ in range(4):
         mnt = daemon.mountpoint(f"b{round_}")
         daemon.client.mount(ref, mnt, mode="fanotify", insecure=True, domain_id=f"k{round_}")
+        events = daemon.client.status()["daemon"]["fanotify_events"]
         reader = subprocess.Popen([sys.executable, "-c", READER, mnt], stdout=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 0.8))
+        daemon.wait_for(lambda s, seen=events: s["daemon"]["fanotify_events"] >= seen + 2)
         assert reader.poll() is None, "the reader finished before the kill"
         daemon.kill9()
-        time.sleep(rng.uniform(0.05, 0.5))  # readers wait in the holder meanwhile
+        time.sleep(rng.uniform(0.05, 0.5))  # the outage itself: readers wait in the holder
         daemon.start()
         assert mnt in [m["mountpoint"] for m in daemon.client.status()["mounts"]]
         out, _ = reader.communicate(timeout=300)
@@ -118,11 +124,10 @@ def test_dead_fuse_worker_gives_enotconn_and_can_be_recovered(daemon, pushed_fam
     mnt = daemon.mountpoint("a")
     view = daemon.client.mount(pushed_family["a"], mnt, mode="fuse", insecure=True)
     os.kill(view["worker_pid"], 9)
-    time.sleep(0.2)
+    daemon.wait_for(lambda s: s["mounts"][0]["state"] == "broken")
     with pytest.raises(OSError) as info:
         os.listdir(mnt)
     assert info.value.errno in (errno.ENOTCONN, errno.EIO)
-    assert daemon.client.status()["mounts"][0]["state"] == "broken"
     daemon.client.umount(mnt)  # the documented recovery: unmount, then mount again
     daemon.client.mount(pushed_family["a"], mnt, mode="fuse", insecure=True)
     assert_same_tree(snapshot_dir(mnt), family_snapshots["a"])
@@ -249,6 +254,12 @@ def test_bad_requests_change_nothing(daemon, pushed_family, tmp_path):
          InvalidName, "must not contain"),
         (dict(image=pushed_family["a"], mountpoint=daemon.mountpoint("x"), mode="magic"),
          InvalidArgument, "unknown mode"),
+        (dict(image=pushed_family["a"], mountpoint=str(daemon.state / "cache")),
+         InvalidArgument, "inside the daemon's state directory"),
+        (dict(image=pushed_family["a"], mountpoint=str(daemon.state)),
+         InvalidArgument, "inside the daemon's state directory"),
+        (dict(image=pushed_family["a"], mountpoint=str(daemon.root)),
+         InvalidArgument, "would hide the daemon's state directory"),
     ]
     for fields, error, message in cases:
         image, mountpoint = fields.pop("image"), fields.pop("mountpoint")
@@ -256,6 +267,21 @@ def test_bad_requests_change_nothing(daemon, pushed_family, tmp_path):
             client.mount(image, mountpoint, insecure=True, **fields)
     with pytest.raises(NotFound, match="not mounted by erofsd"):
         client.umount(daemon.mountpoint("never"))
+    point = daemon.mountpoint("raw").encode()
+    for body, message in [  # bodies no well-behaved client sends, straight to the socket
+        (b'{"image": 7, "mountpoint": "%s"}' % point, "image must be a string"),
+        (b'{"image": "\\ud800", "mountpoint": "%s"}' % point, "not valid Unicode"),
+        (b'{"image": "x\\u0000", "mountpoint": "%s"}' % point, "must not contain NUL"),
+        (b'{"image": "oci:/x", "mountpoint": "%s", "insecure": "yes"}' % point,
+         "insecure must be true or false"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+    ]:
+        status, answer = post(daemon.socket, "/v1/mounts", body)
+        assert (status, answer["type"]) == (400, "InvalidRequest"), answer
+        assert message in answer["error"]
+    status, _, _, _ = exchange(daemon.socket, b"POST /v1/mounts HTTP/1.1\r\nHost: e\r\n"
+                                              b"Content-Length: 99999999999\r\n\r\n")
+    assert status == 413
     after = client.status()
     assert (after["mounts"], after["domains"], after["cookies"]) == \
         (before["mounts"], before["domains"], before["cookies"])
@@ -265,6 +291,7 @@ def test_bad_requests_change_nothing(daemon, pushed_family, tmp_path):
     assert result.stderr.decode().strip().startswith("erofsd: error: invalid domain_id")
 
 
+@requires_daemon
 def test_socket_is_root_only_and_mount_starts_a_daemon(tmp_path, pushed_family):
     socket_path = tmp_path / "run" / "erofsd.sock"
     env = {**os.environ, "EROFSD_SOCKET": str(socket_path)}
@@ -279,15 +306,9 @@ def test_socket_is_root_only_and_mount_starts_a_daemon(tmp_path, pushed_family):
         st = os.stat(socket_path)
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
     finally:
-        from daemonutil import DaemonProc
-        proc = DaemonProc.__new__(DaemonProc)
-        proc.root, proc.state, proc.socket = tmp_path, tmp_path / "state", str(socket_path)
-        proc.process = None
-        from erofsd.daemon.client import DaemonClient
-        proc.client = DaemonClient(str(socket_path))
-        try:
-            proc.client.stop()
-        except ErofsdError:
-            pass
-        time.sleep(0.5)
-        proc.cleanup()
+        client = DaemonClient(str(socket_path))
+        with contextlib.suppress(ErofsdError):
+            client.stop()
+        client.close()
+        wait_until(lambda: StateLock(tmp_path / "state").holder() is None)  # it has exited
+        sweep(tmp_path, tmp_path / "state")

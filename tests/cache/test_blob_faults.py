@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_layers
+from builds import build_layers
 from erofsd.cache.presentmap import PresentMap
 from erofsd.erofs.chunktable import ChunkTable
 from erofsd.errors import ErofsdError

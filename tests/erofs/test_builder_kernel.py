@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_layers, kernel_mounted, requires_kernel, requires_tool
+from builds import build_layers, kernel_mounted
 from erofsd.erofs.builder import Layer, build
 from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.images import open_image
 from erofsd.oci.image import ErofsdManifest
 from erofsd.oci.layout import OciLayout
+from skips import requires_kernel, requires_tool
 from trees import edge_tree, layer_family, random_tree
 from treeutil import assert_same_tree, expected_merge, snapshot_dir, snapshot_image
 

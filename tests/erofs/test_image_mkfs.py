@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires_tool
 from erofsd.erofs.image import Image
 from erofsd.erofs.readat import FileReadAt
 from erofsd.errors import Unsupported
+from skips import requires_tool
 from trees import edge_tree, random_tree
 from treeutil import assert_same_tree, snapshot_dir, snapshot_image
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import build_layers
+from builds import build_layers
 from erofsd.erofs.image import Image
 from erofsd.erofs.mapping import resolve_device
 from erofsd.erofs.ondisk import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_layers, requires_tool
+from builds import build_layers
 from erofsd.erofs.builder import Layer, check_chunk_size
 from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.errors import BuildError, InvalidArgument, SourceChanged
@@ -21,6 +21,7 @@ from erofsd.oci.image import build_to_layout, load_chunk_table
 from erofsd.oci.layout import OciLayout
 from erofsd.oci.mediatypes import EROFSD_BLOB, EROFSD_BOOTSTRAP
 from erofsd.oci.reference import LayoutRef
+from skips import requires_tool
 from trees import random_tree
 
 MIB = 1 << 20

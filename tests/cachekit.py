@@ -1,0 +1,73 @@
+"""A small erofsd image and a counting source, for the cache's tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from builds import build_layers
+from erofsd.cache.blob import CacheTuning
+from erofsd.cache.store import BlobCache
+from erofsd.errors import SourceError
+from erofsd.oci.image import ErofsdManifest
+from erofsd.oci.layout import OciLayout
+from erofsd.oci.source import LayoutSource
+
+MIB = 1 << 20
+
+
+class CountingSource:
+    """A seam: the real layout source, with every request counted (and optionally altered)."""
+
+    def __init__(self, inner, *, delay: float = 0.0, corrupt_first: int = 0,
+                 fail: bool = False) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.requests: list[tuple[int, int]] = []
+        self.delay = delay
+        self.corrupt_left = corrupt_first
+        self.fail = fail
+        self._lock = threading.Lock()
+
+    def read_range(self, digest, offset, length):
+        with self._lock:
+            self.requests.append((offset, length))
+            corrupt = self.corrupt_left > 0
+            self.corrupt_left -= 1
+        if self.fail:
+            raise SourceError("source is down")
+        if self.delay:
+            time.sleep(self.delay)
+        data = self.inner.read_range(digest, offset, length)
+        if corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    def blob_size(self, digest):
+        return self.inner.blob_size(digest)
+
+    @property
+    def fetched(self) -> int:
+        return sum(length for _, length in self.requests)
+
+
+def forty_chunk_image(root: Path) -> dict:
+    """One layer of 40 files x 64 KiB of distinct bytes, 64 KiB chunks (40 chunk entries)."""
+    src = root / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}").write_bytes(os.urandom(64 * 1024))
+    build_layers([src], root / "layout", chunk_size=64 * 1024)
+    layout = OciLayout.open(root / "layout")
+    desc = layout.resolve("latest")
+    manifest = ErofsdManifest.parse(layout.read_blob(desc.digest), desc.digest)
+    return {"layout": layout, "ref": manifest.blobs[0], "src": src,
+            "blob_bytes": layout.blob_path(manifest.blobs[0].digest).read_bytes()}
+
+
+def open_blob(image, state, source=None, **tuning):
+    cache = BlobCache(state, CacheTuning(**{"readahead": 0, **tuning}))
+    source = source or CountingSource(LayoutSource(image["layout"]))
+    return cache, cache.acquire("erofs,t", image["ref"], [source]), source
