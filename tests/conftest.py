@@ -7,19 +7,12 @@ importable from every test directory (pyproject.toml puts tests/ on the path).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from builds import build_layers
 from daemonutil import DaemonProc
 from erofsd.localregistry import Registry, have_registry
 from skips import daemon_reason
-
-
-@pytest.fixture(scope="session")
-def session_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("session")
 
 
 @pytest.fixture(scope="session")

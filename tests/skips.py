@@ -11,7 +11,6 @@ import shutil
 import pytest
 
 from erofsd.kernel.mount import kernel_has_erofs
-from erofsd.localregistry import have_registry
 
 
 def _kernel_reason() -> str | None:
@@ -32,8 +31,6 @@ def daemon_reason() -> str | None:
 
 requires_kernel = pytest.mark.skipif(_kernel_reason() is not None, reason=_kernel_reason() or "")
 requires_daemon = pytest.mark.skipif(daemon_reason() is not None, reason=daemon_reason() or "")
-requires_registry = pytest.mark.skipif(not have_registry(),
-                                       reason="docker-registry is not installed")
 
 
 def requires_tool(name: str):

@@ -164,10 +164,6 @@ class BlobCache:
         blob.pmap.update_header(last_used=int(time.time()))
         blob.close()
 
-    def open_blobs(self) -> list[tuple[CachedBlob, int]]:
-        with self._lock:
-            return [(b, n) for b, n in self._open.values()]
-
     def _open_blob(self, volume: str, ref: BlobRef, sources: Sequence[BlobSource]) -> CachedBlob:
         for _ in range(3):  # GC may remove an empty volume directory under us
             directory = self.volume_dir(volume)

@@ -8,7 +8,6 @@ exit (``ErofsdError`` and ``OSError`` are caught at one boundary, in
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
@@ -58,7 +57,3 @@ def cli(verbose: int) -> None:
 def main() -> None:
     from . import build, cache, convert, daemon, read, transfer  # noqa: F401  (register commands)
     cli(prog_name="erofsd", auto_envvar_prefix=None)
-
-
-def env_default(name: str) -> str | None:
-    return os.environ.get(name) or None

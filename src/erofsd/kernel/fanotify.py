@@ -28,7 +28,6 @@ FAN_PRE_ACCESS = 0x00100000
 FAN_ALLOW = 0x01
 FAN_DENY = 0x02
 FAN_EVENT_INFO_TYPE_RANGE = 6
-FAN_NOFD = -1
 AT_FDCWD = -100
 # errnos a pre-content denial may carry (others are refused by the kernel)
 DENY_ERRNOS = frozenset({errno.EPERM, errno.EIO, errno.EBUSY, errno.ETXTBSY, errno.EAGAIN,
