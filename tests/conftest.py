@@ -54,6 +54,15 @@ def daemon(tmp_path):
         yield proc
 
 
+@pytest.fixture
+def proxy(registry):
+    """A proxy in front of the registry, passing everything until a test says otherwise."""
+    from faultproxy import FaultProxy
+    p = FaultProxy(registry.host, rate=0.0)
+    yield p
+    p.stop()
+
+
 @pytest.fixture(scope="session")
 def pushed_family(registry, family):
     """docker:// references of images A and B (sharing their base) in the test registry."""

@@ -3,6 +3,8 @@
 It forwards every request to a real registry. Blob GETs get a fault drawn
 from a seeded random plan: a 5xx reply, a reset connection, a stall, a
 short body, a flipped bit, or a Content-Range that names other bytes.
+``after_manifest`` is called once each manifest GET has been answered: a
+test can move a tag right behind a client's back.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("http500", "reset", "stall", "short", "flip", "range")
@@ -31,6 +34,7 @@ class FaultProxy:
                                    "flip": 3, "range": 2}
         self.injected: Counter = Counter()
         self.enabled = True
+        self.after_manifest: Callable[[str], None] | None = None  # called with the path
         self._lock = threading.Lock()
         self._local = threading.local()
         proxy = self
@@ -66,6 +70,11 @@ class FaultProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def route(self, ref: str) -> str:
+        """The same docker:// reference, through this proxy."""
+        host = ref.split("/")[2]
+        return ref.replace(host, self.host, 1)
 
     def _choose(self, request: BaseHTTPRequestHandler) -> str | None:
         if not self.enabled or request.command != "GET" or "/blobs/sha256:" not in request.path:
@@ -142,6 +151,9 @@ class FaultProxy:
             request.connection.shutdown(socket.SHUT_RDWR)
             return
         request.wfile.write(body)
+        request.wfile.flush()
+        if self.after_manifest and "/manifests/" in request.path and request.command == "GET":
+            self.after_manifest(request.path)
 
 
 def _shift_range(value: str) -> str:

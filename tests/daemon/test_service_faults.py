@@ -29,7 +29,6 @@ from erofsd.errors import (
     InvalidName,
     NotFound,
 )
-from faultproxy import FaultProxy
 from skips import requires_daemon
 from treeutil import assert_same_tree, snapshot_dir
 
@@ -58,22 +57,10 @@ def expected_digests(snapshot) -> dict:
     return {p.decode(): e.digest for p, e in snapshot.items() if e.digest is not None}
 
 
-@pytest.fixture
-def proxy(registry):
-    p = FaultProxy(registry.host, rate=0.0)
-    yield p
-    p.stop()
-
-
-def via(proxy, ref: str) -> str:
-    host = ref.split("/")[2]
-    return ref.replace(host, proxy.host, 1)
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_registry_down_mid_read_gives_eio_then_recovers(daemon, pushed_family, family_snapshots,
                                                          proxy, mode):
-    ref = via(proxy, pushed_family["a"])
+    ref = proxy.route(pushed_family["a"])
     mnt = daemon.mountpoint("a")
     daemon.client.mount(ref, mnt, mode=mode, insecure=True)
     files = sorted(p.decode() for p, e in family_snapshots["a"].items()
@@ -100,7 +87,7 @@ def test_kill_9_mid_read_loses_no_read_and_no_byte(daemon, pushed_family, family
     daemon while the reader is in the middle of it.
     """
     proxy.delay = 0.15  # every fetch is slow, so reads are in flight when the daemon dies
-    ref = via(proxy, pushed_family["b"])
+    ref = proxy.route(pushed_family["b"])
     expected = expected_digests(family_snapshots["b"])
     rng = random.Random(4)
     for round_ in range(4):

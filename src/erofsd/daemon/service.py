@@ -136,7 +136,12 @@ class Daemon:
 
     def data_path(self, mode: str) -> DataPath:
         if mode == "auto":
-            return next(self.paths[name] for name in AUTO_ORDER if name in self.paths)
+            for name in AUTO_ORDER:
+                if name in self.paths:
+                    return self.paths[name]
+            raise InvalidArgument("no data path works here: " + "; ".join(
+                f"{name}: {problem}" for name, problem in self.unavailable.items()),
+                errno=errno.EOPNOTSUPP)
         if mode not in self.paths:
             problem = self.unavailable.get(mode, "unknown mode")
             raise InvalidArgument(f"{mode} mode is not available here: {problem}",

@@ -102,6 +102,10 @@ class Mount:
 class DataPath(Protocol):
     name: ClassVar[str]
 
+    @staticmethod
+    def problem() -> str | None:
+        """Why this path cannot run on this machine, or None when it can."""
+
     async def start(self, nursery: trio.Nursery) -> None:
         """Start serving the kernel (before any mount is attached or adopted)."""
 
