@@ -16,12 +16,13 @@ plus ``start`` (before any mount), ``resume`` (once every mount is adopted),
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import errno
 import functools
 import json
 import time
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import trio
 
@@ -80,9 +81,11 @@ class Mount:
         return [SourcedBlob(ref, self.source) for ref in self.erofsd_manifest.blobs]
 
     def cached_blobs(self) -> list[CachedBlob]:
-        """The registered cookies' objects, in device-table order."""
+        """The registered cookies' objects, one per device in device-table order (a blob
+        that two layers share is named twice, as the kernel's device table has it)."""
         assert self.registration is not None
-        return self.registration.objects()
+        by_digest = dict(zip(self.registration.blobs, self.registration.objects(), strict=True))
+        return [by_digest[ref.digest] for ref in self.erofsd_manifest.blobs]
 
     def to_json(self) -> dict[str, Any]:
         return {field: getattr(self, field) for field in PERSISTED}
@@ -99,42 +102,56 @@ class Mount:
         return json.dumps(self.to_json())
 
 
-class DataPath(Protocol):
+class DataPath(abc.ABC):
+    """The interface every data path implements; the hooks most paths need not act on
+    are no-ops here."""
+
     name: ClassVar[str]
 
     @staticmethod
+    @abc.abstractmethod
     def problem() -> str | None:
         """Why this path cannot run on this machine, or None when it can."""
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start serving the kernel (before any mount is attached or adopted)."""
+        return None  # nothing to do unless a path says otherwise
 
+    @abc.abstractmethod
     def still_mounted(self, fstype: str | None) -> bool:
         """Whether a recorded mount whose mount point now has ``fstype`` is still ours."""
 
+    @abc.abstractmethod
     async def attach(self, mount: Mount) -> None:
         """Mount it and serve it; on failure, undo what this call did."""
 
+    @abc.abstractmethod
     async def adopt(self, mount: Mount) -> None:
         """Serve a mount that outlived the daemon before this one."""
 
     async def resume(self) -> None:
         """Every mount is adopted: answer what waited for the daemon."""
+        return None  # nothing to do unless a path says otherwise
 
+    @abc.abstractmethod
     async def detach(self, mount: Mount, *, lazy: bool) -> None:
         """Unmount it and stop serving it."""
 
     def describe(self, mount: Mount) -> dict[str, Any]:
         """Fields status shows for the mount (at least its state)."""
+        return {"state": "ok"}
 
     def blob_stats(self, mount: Mount) -> dict[str, dict[str, Any]]:
         """Per-blob counters kept outside the daemon (by a worker), by digest."""
+        return {}
 
     def status(self) -> dict[str, Any]:
         """The path's own figures for the daemon's status."""
+        return {}
 
     async def stop(self) -> None:
-        """The daemon is going away."""
+        """The daemon is going away and takes its mounts down."""
+        return None  # nothing to do unless a path says otherwise
 
 
 async def unmount(mountpoint: str, *, lazy: bool = False, busy_hint: str = "") -> None:

@@ -28,7 +28,7 @@ from ..cache.blob import CachedBlob
 from ..errors import Busy, ErofsdError, InvalidArgument
 from ..kernel import fanotify
 from ..kernel.mount import mount_erofs, set_read_ahead
-from .base import Mount, unmount
+from .base import DataPath, Mount, unmount
 from .holderlink import HolderLink
 
 log = logging.getLogger("erofsd.fanotify")
@@ -46,7 +46,7 @@ class _Watch:
     quiet: bool = False  # writes go through a no-notify fd (the first event's)
 
 
-class FanotifyPath:
+class FanotifyPath(DataPath):
     name: ClassVar[str] = "fanotify"
 
     def __init__(self, link: HolderLink) -> None:
@@ -108,12 +108,6 @@ class FanotifyPath:
                                   "need the daemon until they close their files")
         await unmount(mount.mountpoint)
         self._unwatch_all(mount)
-
-    def describe(self, mount: Mount) -> dict:
-        return {"state": "ok"}
-
-    def blob_stats(self, mount: Mount) -> dict:
-        return {}  # reads are counted by the daemon's own cached blobs
 
     def status(self) -> dict:
         return {"fanotify_events": self.events, "fanotify_denied": self.denied}

@@ -33,7 +33,7 @@ from ..kernel import fscache
 from ..kernel.mount import mount_erofs_ondemand
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
-from .base import Mount, unmount
+from .base import DataPath, Mount, unmount
 from .holderlink import HolderLink
 
 log = logging.getLogger("erofsd.fscache")
@@ -68,7 +68,7 @@ class _Object:
     cached: CachedBlob | None = None
 
 
-class FscachePath:
+class FscachePath(DataPath):
     name: ClassVar[str] = "fscache"
 
     def __init__(self, link: HolderLink, cache: BlobCache, state_dir: Path) -> None:
@@ -135,19 +135,10 @@ class FscachePath:
         await unmount(mount.mountpoint, lazy=lazy)
         self._forget(mount)
 
-    def describe(self, mount: Mount) -> dict:
-        return {"state": "ok"}
-
-    def blob_stats(self, mount: Mount) -> dict:
-        return {}  # READs are served through the daemon's own cached blobs
-
     def status(self) -> dict:
         return {"fscache": {"opens": list(self.opens), "objects": len(self._objects),
                             "reads": self.reads, "read_bytes": self.read_bytes,
                             "failed_reads": self.failed_reads}}
-
-    async def stop(self) -> None:
-        pass  # the holder keeps the device; the kernel's objects close with the mounts
 
     def _learn(self, mount: Mount) -> None:
         for key, target in targets_of(mount).items():

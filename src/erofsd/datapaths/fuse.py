@@ -24,12 +24,12 @@ from typing import ClassVar
 import trio
 
 from ..errors import ErofsdError
-from .base import Mount, unmount
+from .base import DataPath, Mount, unmount
 
 READY_TIMEOUT = 120
 
 
-class FusePath:
+class FusePath(DataPath):
     name: ClassVar[str] = "fuse"
 
     def __init__(self, state_dir: Path, log_path: str) -> None:
@@ -44,9 +44,6 @@ class FusePath:
 
     # -- the interface ----------------------------------------------------------------
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        pass  # each worker serves its own session
-
     def still_mounted(self, fstype: str | None) -> bool:
         return bool(fstype) and fstype.startswith("fuse")
 
@@ -58,9 +55,6 @@ class FusePath:
 
     async def adopt(self, mount: Mount) -> None:
         pass  # the worker kept serving; status tells whether it still lives
-
-    async def resume(self) -> None:
-        pass
 
     async def detach(self, mount: Mount, *, lazy: bool) -> None:
         await unmount(mount.mountpoint, lazy=lazy, busy_hint=" (or use --lazy)")
@@ -77,12 +71,6 @@ class FusePath:
             return json.loads(self._stats_path(mount.mountpoint).read_text())
         except (OSError, ValueError):
             return {}
-
-    def status(self) -> dict:
-        return {}
-
-    async def stop(self) -> None:
-        pass  # workers outlive the daemon on purpose
 
     # -- workers ------------------------------------------------------------------------
 
