@@ -195,8 +195,10 @@ def cached_bootstrap(cache: BlobCache, resolved: ResolvedImage,
 def open_resolved(resolved: ResolvedImage, cache: BlobCache, volume: str) -> OpenedImage:
     """An image already resolved (its manifest pinned), read through ``volume`` of the cache.
 
-    The daemon's mounts and a FUSE worker open an image this way, so both
-    serve exactly the manifest that was resolved once.
+    A FUSE worker opens the daemon's pinned image this way, and every cached
+    read the image a user names; the daemon itself keeps the bootstrap
+    through ``cached_bootstrap`` and opens the same blobs through the
+    registry, so worker and daemon serve exactly the manifest resolved once.
     """
     manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
     opened = OpenedImage(resolved.reference, manifest=manifest, volume=volume)
