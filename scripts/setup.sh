@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES="erofs-utils squashfs-tools squashfuse skopeo docker-registry apache2-utils fuse3 libfuse3-dev
 pkg-config gcc umoci tar linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev
-cpio kmod qemu-system-x86 busybox-static e2fsprogs"
+cpio kmod qemu-system-x86 busybox-static e2fsprogs containerd runc
+golang-github-containerd-containerd-dev debootstrap"
 
 missing=""
 for p in $PACKAGES; do
@@ -31,3 +32,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
+# containerd's API stubs, generated from Debian's .proto files (never committed)
+.venv/bin/python scripts/gen_containerd_api.py

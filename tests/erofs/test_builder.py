@@ -19,7 +19,7 @@ from erofsd.errors import BuildError, InvalidArgument, SourceChanged
 from erofsd.images import open_image
 from erofsd.oci.image import build_to_layout, load_chunk_table
 from erofsd.oci.layout import OciLayout
-from erofsd.oci.mediatypes import EROFSD_BLOB, EROFSD_BOOTSTRAP
+from erofsd.oci.mediatypes import EROFSD_BLOB, EROFSD_BOOTSTRAP, SNAPSHOT_LAYER
 from erofsd.oci.reference import LayoutRef
 from skips import requires_tool
 from trees import random_tree
@@ -78,7 +78,10 @@ def test_manifest_device_table_and_chunk_tables_agree(tmp_path):
     layout = OciLayout.open(tmp_path / "out")
     raw = json.loads(layout.read_blob(layout.resolve("latest").digest))
     types = [layer["mediaType"] for layer in raw["layers"]]
-    assert types == [EROFSD_BOOTSTRAP] + [EROFSD_BLOB] * 3
+    assert types == [EROFSD_BLOB] * 3 + [EROFSD_BOOTSTRAP]  # the bootstrap last, as nydus'
+    assert all(t.startswith("application/vnd.oci.image.layer.") for t in types)  # containerd
+    assert [layer["annotations"][SNAPSHOT_LAYER] for layer in raw["layers"]] == \
+        ["blob"] * 3 + ["bootstrap"]
     config = json.loads(layout.read_blob(raw["config"]["digest"]))
     assert config["erofsd"]["chunk_size"] == 64 * 1024
     assert config["rootfs"]["diff_ids"] == [layer["digest"] for layer in raw["layers"]]

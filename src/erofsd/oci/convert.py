@@ -34,7 +34,7 @@ from .image import config_bytes, write_result
 from .layerstream import LayerIntegrityError, LayerStream
 from .layout import OciLayout
 from .manifest import parse_object
-from .mediatypes import EROFSD_BLOB, EROFSD_BOOTSTRAP
+from .mediatypes import BLOB_TYPES, BOOTSTRAP_TYPES
 from .reference import LayoutRef, RegistryRef, parse_reference
 from .registry import RegistryClient
 from .source import BlobSource, resolve_image
@@ -133,7 +133,7 @@ def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str |
         image = resolve_image(src, transport=transport, platform=platform)
         _, blobs = manifest_blobs(image.manifest)
         config_desc, layers = blobs[0], blobs[1:]
-        if any(d.media_type in (EROFSD_BOOTSTRAP, EROFSD_BLOB) for d in layers):
+        if any(d.media_type in BOOTSTRAP_TYPES + BLOB_TYPES for d in layers):
             raise BadReference(f"{src} is already an erofsd image")
         if not layers:
             raise BadReference(f"{src} has no layers")

@@ -1,11 +1,15 @@
 """erofsd images as OCI images.
 
-The manifest's layers are the bootstrap, then the blobs in device-table
-order. Each blob descriptor carries two annotations: the size of the data
-the kernel addresses, and the sha256 of the chunk table that follows it in
-the blob. The manifest digest thus pins the bootstrap, every blob and, via
-the tables, every chunk. The config is an ordinary OCI image config plus an
-``erofsd`` section with what a reader needs without opening the bootstrap.
+The manifest's layers are the blobs in device-table order, then the
+bootstrap (images of earlier releases put the bootstrap first, with media
+types of their own: both are read). Every layer has an OCI layer media type
+and the annotation ``containerd.io/snapshot/erofsd.layer``, so containerd
+hands each one to a snapshotter instead of fetching it. Each blob descriptor
+carries two more annotations: the size of the data the kernel addresses, and
+the sha256 of the chunk table that follows it in the blob. The manifest
+digest thus pins the bootstrap, every blob and, via the tables, every chunk.
+The config is an ordinary OCI image config plus an ``erofsd`` section with
+what a reader needs without opening the bootstrap.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from .manifest import host_platform_name
 from .mediatypes import (
     BLOB_CHUNK_TABLE,
     BLOB_DATA_SIZE,
+    BLOB_TYPES,
+    BOOTSTRAP_TYPES,
     DOCKER_MANIFEST,
     EROFSD_BLOB,
     EROFSD_BOOTSTRAP,
     OCI_CONFIG,
     OCI_MANIFEST,
+    SNAPSHOT_LAYER,
 )
 from .reference import LayoutRef
 
@@ -83,21 +90,22 @@ class ErofsdManifest:
         if not isinstance(layers, list) or not layers:
             raise BadReference(f"manifest {digest} has no layers")
         descriptors = [Descriptor.from_json(d, f"layer {i}") for i, d in enumerate(layers)]
-        head, rest = descriptors[0], descriptors[1:]
-        if head.media_type != EROFSD_BOOTSTRAP:
-            raise BadReference(f"{digest} is not an erofsd image: its first layer is "
-                               f"{head.media_type!r}, not an erofsd bootstrap (convert it "
-                               "with `erofsd convert`)")
+        heads = [d for d in descriptors if d.media_type in BOOTSTRAP_TYPES]
+        if len(heads) != 1:
+            raise BadReference(f"{digest} is not an erofsd image: it has {len(heads)} erofsd "
+                               "bootstrap layers, not one (convert an ordinary image with "
+                               "`erofsd convert`)")
+        rest = [d for d in descriptors if d is not heads[0]]
         if len(rest) > MAX_BLOBS:
             raise BadReference(f"manifest {digest} has {len(rest)} blobs")
         blobs = tuple(_blob_ref(d, i) for i, d in enumerate(rest))
         config = Descriptor.from_json(value.get("config"), "config")
-        return cls(digest, config, head, blobs)
+        return cls(digest, config, heads[0], blobs)
 
 
 def _blob_ref(d: Descriptor, i: int) -> BlobRef:
-    if d.media_type != EROFSD_BLOB:
-        raise BadReference(f"layer {i + 1} has media type {d.media_type!r}, not an erofsd blob")
+    if d.media_type not in BLOB_TYPES:
+        raise BadReference(f"blob {i + 1} has media type {d.media_type!r}, not an erofsd blob")
     try:
         data_size = int(d.annotations[BLOB_DATA_SIZE])
         table = check_digest(d.annotations[BLOB_CHUNK_TABLE])
@@ -124,7 +132,8 @@ def config_bytes(result: BuildResult, bootstrap: str, *, runtime: dict[str, Any]
         "architecture": architecture or host_platform_name().split("/")[1],
         "os": os_name,
         "config": runtime or {},
-        "rootfs": {"type": "layers", "diff_ids": [bootstrap] + [b.digest for b in result.blobs]},
+        # the layers are stored as they are: each diff_id is the layer's own digest
+        "rootfs": {"type": "layers", "diff_ids": [b.digest for b in result.blobs] + [bootstrap]},
         "erofsd": {
             "version": FORMAT_VERSION,
             "block_size": 4096,
@@ -141,7 +150,7 @@ def config_bytes(result: BuildResult, bootstrap: str, *, runtime: dict[str, Any]
 def blob_descriptor(info: BlobInfo, extra: dict[str, str] | None = None) -> Descriptor:
     return Descriptor(EROFSD_BLOB, info.digest, info.size,
                       {BLOB_DATA_SIZE: str(info.data_size), BLOB_CHUNK_TABLE: info.table_digest,
-                       **(extra or {})})
+                       SNAPSHOT_LAYER: "blob", **(extra or {})})
 
 
 def write_result(layout: OciLayout, tag: str, result: BuildResult, *,
@@ -172,14 +181,14 @@ def write_result(layout: OciLayout, tag: str, result: BuildResult, *,
             extra = blob_annotations[i] if blob_annotations else None
             blob_descs.append(blob_descriptor(info, extra))
         bootstrap = Descriptor(EROFSD_BOOTSTRAP, put_bytes(result.bootstrap),
-                               len(result.bootstrap))
+                               len(result.bootstrap), {SNAPSHOT_LAYER: "bootstrap"})
         config = config or config_bytes(result, bootstrap.digest)
         config_desc = Descriptor(OCI_CONFIG, put_bytes(config), len(config))
         manifest = canonical_json({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": config_desc.to_json(),
-            "layers": [bootstrap.to_json()] + [d.to_json() for d in blob_descs],
+            "layers": [d.to_json() for d in blob_descs] + [bootstrap.to_json()],
         })
         descriptor = Descriptor(OCI_MANIFEST, put_bytes(manifest), len(manifest))
         layout.set_tag(tag, descriptor)

@@ -11,8 +11,17 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 
 INDEXES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 
-EROFSD_BOOTSTRAP = "application/vnd.erofsd.bootstrap.v1"
-EROFSD_BLOB = "application/vnd.erofsd.blob.v1"
+# An erofsd image's layers carry layer media types, so that containerd hands them
+# to a snapshotter (it fetches anything else eagerly, then cannot unpack it), and
+# an annotation containerd passes to the snapshotter as a label.
+EROFSD_BOOTSTRAP = "application/vnd.oci.image.layer.erofsd.bootstrap.v1"
+EROFSD_BLOB = "application/vnd.oci.image.layer.erofsd.blob.v1"
+SNAPSHOT_LAYER = "containerd.io/snapshot/erofsd.layer"  # "bootstrap" or "blob"
+# what releases before containerd support wrote (bootstrap first): still read
+LEGACY_BOOTSTRAP = "application/vnd.erofsd.bootstrap.v1"
+LEGACY_BLOB = "application/vnd.erofsd.blob.v1"
+BOOTSTRAP_TYPES = (EROFSD_BOOTSTRAP, LEGACY_BOOTSTRAP)
+BLOB_TYPES = (EROFSD_BLOB, LEGACY_BLOB)
 
 REF_NAME = "org.opencontainers.image.ref.name"
 BLOB_DATA_SIZE = "io.erofsd.blob.data-size"
