@@ -55,5 +55,13 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    from . import build, cache, convert, daemon, read, transfer  # noqa: F401  (register commands)
+    from . import (  # noqa: F401  (register commands)
+        build,
+        cache,
+        containerd,
+        convert,
+        daemon,
+        read,
+        transfer,
+    )
     cli(prog_name="erofsd", auto_envvar_prefix=None)

@@ -10,7 +10,7 @@ from ..cache.store import default_state_dir
 from ..daemon.client import DaemonClient, ensure_daemon
 from ..daemon.protocol import MODES, default_socket
 from . import cli
-from .options import insecure_option, json_option, state_dir_option
+from .options import config_option, insecure_option, json_option, state_dir_option
 
 socket_option = click.option(
     "--socket", "socket_path", envvar="EROFSD_SOCKET", default=None, metavar="PATH",
@@ -22,12 +22,20 @@ def _client(socket_path: str | None) -> DaemonClient:
 
 
 @cli.command()
+@config_option
 @state_dir_option
 @socket_option
-def daemon(state_dir: str | None, socket_path: str | None) -> None:
-    """Run the erofsd daemon in the foreground (logs go to stderr as JSON lines)."""
+def daemon(config_path: str | None, state_dir: str | None, socket_path: str | None) -> None:
+    """Run the erofsd daemon in the foreground (logs go to stderr as JSON lines).
+
+    Options given here win over the config file.
+    """
+    from ..config import load
     from ..daemon.main import run
-    run(state_dir or default_state_dir(), socket_path or default_socket())
+    config = load(config_path)
+    run(state_dir or (config.state_dir if config_path else default_state_dir()),
+        socket_path or (config.socket if config_path else default_socket()),
+        cache_max_size=config.cache_max_size, auth_file=config.auth_file)
 
 
 @cli.command()

@@ -16,6 +16,9 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 insecure_option = click.option("--insecure", is_flag=True,
                                help="Allow plain HTTP to registries (e.g. 127.0.0.1).")
+config_option = click.option(
+    "--config", "config_path", envvar="EROFSD_CONFIG", default=None, metavar="FILE",
+    help="The TOML config of the daemon and the snapshotter (or $EROFSD_CONFIG).")
 state_dir_option = click.option(
     "--state-dir", envvar="EROFSD_STATE_DIR", default=None, metavar="DIR",
     help="Cache and state directory (default /var/lib/erofsd, or $EROFSD_STATE_DIR).")

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import socket
-import stat
 from collections.abc import Awaitable, Callable
 
 import h11
@@ -30,6 +29,7 @@ from .protocol import (
     MountRequest,
     StopRequest,
     UmountRequest,
+    check_socket_path,
     parse_body,
 )
 from .service import Daemon
@@ -102,26 +102,6 @@ class Api:
 
 
 # -- the server ---------------------------------------------------------------------------
-
-
-def check_socket_path(socket_path: str) -> None:
-    """Refuse a path that holds anything but a dead daemon's socket (which may go)."""
-    try:
-        st = os.lstat(socket_path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ErofsdError(f"{socket_path} exists and is not a socket: not replacing it",
-                          errno=errno.EEXIST)
-    probe = socket.socket(socket.AF_UNIX)
-    try:
-        probe.connect(socket_path)
-        raise ErofsdError(f"an erofsd daemon already listens on {socket_path}",
-                          errno=errno.EADDRINUSE)
-    except ConnectionRefusedError:
-        pass  # nobody listens: left behind by a daemon that died
-    finally:
-        probe.close()
 
 
 def _bind(socket_path: str) -> trio.socket.SocketType:

@@ -19,7 +19,8 @@ import time
 import trio
 
 from ..errors import Busy
-from .api import Api, check_socket_path, serve
+from .api import Api, serve
+from .protocol import check_socket_path
 from .service import Daemon
 from .statelock import StateLock
 
@@ -38,18 +39,21 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry)
 
 
-def run(state_dir: str, socket_path: str) -> None:
+def run(state_dir: str, socket_path: str, *, cache_max_size: int | None = None,
+        auth_file: str | None = None) -> None:
     """Serve until stopped; a second daemon or a bad socket path raise before anything."""
     StateLock(state_dir).acquire(socket_path)
     check_socket_path(socket_path)
+    if auth_file:
+        os.environ["REGISTRY_AUTH_FILE"] = auth_file  # where the registry client looks
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    trio.run(_main, state_dir, socket_path)
+    trio.run(_main, state_dir, socket_path, cache_max_size)
 
 
-async def _main(state_dir: str, socket_path: str) -> None:
-    daemon = Daemon(state_dir, socket_path)
+async def _main(state_dir: str, socket_path: str, cache_max_size: int | None) -> None:
+    daemon = Daemon(state_dir, socket_path, cache_max_size=cache_max_size)
     for name, problem in daemon.unavailable.items():
         log.warning("%s mode is not available: %s", name, problem)
     listening = False
@@ -62,6 +66,8 @@ async def _main(state_dir: str, socket_path: str) -> None:
             listening = True
             await daemon.start(nursery)
             nursery.start_soon(_on_signals, daemon, nursery.cancel_scope)
+            if cache_max_size is not None:
+                nursery.start_soon(daemon.keep_cache_under, cache_max_size)
             log.info("erofsd daemon %d ready on %s (state %s)", os.getpid(), socket_path,
                      state_dir)
     finally:

@@ -20,10 +20,12 @@ import dataclasses
 import errno
 import json
 import os
+import socket
+import stat
 from typing import Any
 
 from ..domain import validate_name
-from ..errors import InvalidRequest
+from ..errors import ErofsdError, InvalidRequest
 
 DEFAULT_SOCKET = "/run/erofsd/erofsd.sock"
 MODES = ("auto", "fanotify", "fscache", "fuse")  # auto: the first that works here
@@ -139,3 +141,23 @@ class StopRequest:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_socket_path(socket_path: str) -> None:
+    """Refuse a path that holds anything but a dead daemon's socket (which may go)."""
+    try:
+        st = os.lstat(socket_path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ErofsdError(f"{socket_path} exists and is not a socket: not replacing it",
+                          errno=errno.EEXIST)
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(socket_path)
+        raise ErofsdError(f"an erofsd daemon already listens on {socket_path}",
+                          errno=errno.EADDRINUSE)
+    except ConnectionRefusedError:
+        pass  # nobody listens: left behind by a daemon that died
+    finally:
+        probe.close()

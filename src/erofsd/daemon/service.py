@@ -55,7 +55,8 @@ PATH_CLASSES = {"fanotify": FanotifyPath, "fscache": FscachePath, "fuse": FusePa
 
 
 class Daemon:
-    def __init__(self, state_dir: str | os.PathLike, socket_path: str) -> None:
+    def __init__(self, state_dir: str | os.PathLike, socket_path: str, *,
+                 cache_max_size: int | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.socket_path = socket_path
         daemon_dir = self.state_dir / "daemon"
@@ -78,6 +79,9 @@ class Daemon:
         self._transports = {False: Transport(), True: Transport(insecure=True)}
         self.started = time.time()
         self.ready = trio.Event()  # set once every recorded mount is taken back
+        self.cache_max_size = cache_max_size
+        self.evicted: list[str] = []  # what the cache limit removed, newest last (status)
+        self._cache_check = trio.Event()  # a mount went: the cache may be over its limit
 
     def _make_path(self, name: str) -> DataPath:
         if name == "fuse":
@@ -123,6 +127,22 @@ class Daemon:
         if self.holder is not None:
             await self.holder.shutdown()
         return {"kept": []}
+
+    async def keep_cache_under(self, max_size: int, period: float = 60.0) -> None:
+        """The cache limit: unreferenced blobs go, least recently used first, when over it.
+
+        Checked every ``period`` seconds and after every unmount; a blob any
+        process has open is never removed (``BlobCache.gc``).
+        """
+        while True:
+            report = await trio.to_thread.run_sync(self.cache.gc, max_size)
+            if report.removed:
+                log.info("cache over %d bytes: removed %d blob(s), freed %d bytes", max_size,
+                         len(report.removed), report.freed_bytes)
+                self.evicted = (self.evicted + report.removed)[-100:]
+            with trio.move_on_after(period):
+                await self._cache_check.wait()
+            self._cache_check = trio.Event()
 
     # -- cookies (called by the registry, in threads) ------------------------------
 
@@ -226,6 +246,7 @@ class Daemon:
             os.close(mount.bootstrap_fd)
             del self.mounts[point]
             self._save()
+            self._cache_check.set()
         finally:
             self._busy.discard(point)
         log.info("unmounted %s (%s)", point, mount.name)
@@ -302,6 +323,8 @@ class Daemon:
             "fscache": None,
             "fscache_problem": self.unavailable.get("fscache"),
             "rss_bytes": _rss(),
+            "cache_max_size": self.cache_max_size,
+            "cache_evicted": list(self.evicted),
         }
         for path in self.paths.values():
             daemon.update(path.status())
