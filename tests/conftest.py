@@ -7,6 +7,8 @@ importable from every test directory (pyproject.toml puts tests/ on the path).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from builds import build_layers
@@ -19,7 +21,7 @@ from skips import daemon_reason
 def registry(tmp_path_factory):
     if not have_registry():
         pytest.skip("docker-registry is not installed")
-    reg = Registry(tmp_path_factory.mktemp("registry"))
+    reg = Registry(tmp_path_factory.mktemp("registry"), access_log=True)
     yield reg
     reg.stop()
 
@@ -87,3 +89,74 @@ def family_snapshots(family):
             snaps[tag] = snapshot_image(opened.image)
             snaps[tag + "_manifest"] = opened.manifest
     return snaps
+
+
+# -- containerd ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def busybox_images(registry, tmp_path_factory):
+    """Two ordinary images on one base (busybox and /etc), converted by erofsd and pushed.
+
+    {"a", "b": docker:// refs of the erofsd images, "ordinary": the ordinary one,
+    "base": the base layer's erofsd blob, "files": path -> bytes}
+    """
+    from containerdkit import have_containerd
+    from erofsd.images import open_image
+    from erofsd.oci.convert import convert
+    from imagekit import TarBuilder, write_image
+    reason = have_containerd()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("busybox")
+    base = TarBuilder().dir("bin").file("bin/busybox", open("/bin/busybox", "rb").read(),
+                                        mode=0o755)
+    for tool in ("sh", "cat", "ls", "sleep", "sha256sum", "mount", "grep", "head"):
+        base.symlink(f"bin/{tool}", "busybox")
+    rng = os.urandom
+    files = {"/etc/motd": b"hello from an erofsd image\n", "/usr/share/big": rng(3 << 20)}
+    base.dir("etc").file("etc/motd", files["/etc/motd"]).dir("usr").dir("usr/share")
+    base.file("usr/share/big", files["/usr/share/big"]).dir("tmp", mode=0o1777)
+    base_tar = base.bytes()
+    apps = {}
+    for name in ("a", "b"):
+        files[f"/app/{name}.txt"] = f"app {name}\n".encode()
+        apps[name] = TarBuilder().dir("app").file(f"app/{name}.txt",
+                                                  files[f"/app/{name}.txt"]).bytes()
+    refs = {}
+    for name in ("a", "b"):
+        source = write_image(root / "src", name, [base_tar, apps[name]])
+        refs[name] = registry.ref("ctd/busy", name)
+        convert(source, refs[name], state_dir=root / "state", insecure=True)
+    from erofsd.oci.copy import push
+    from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
+    from erofsd.oci.transport import Transport
+    refs["ordinary"] = registry.ref("ctd/ordinary", "a")
+    push(parse_layout_ref(f"oci:{root / 'src'}:a"), parse_registry_ref(refs["ordinary"]),
+         Transport(insecure=True))
+    with open_image(refs["a"], options=_read_options(root)) as opened:
+        refs["base"] = opened.manifest.blobs[0].digest
+    refs["files"] = files
+    return refs
+
+
+def _read_options(root):
+    from erofsd.images import ReadOptions
+    return ReadOptions(state_dir=str(root / "read-state"), insecure=True)
+
+
+@pytest.fixture(scope="session")
+def _ctr_run_dirs():
+    from containerdkit import remove_ctr_run_dirs
+    existed = os.path.exists("/run/containerd")
+    yield
+    remove_ctr_run_dirs(existed)
+
+
+@pytest.fixture
+def node(tmp_path, registry, busybox_images, _ctr_run_dirs):
+    """A node: an erofsd daemon, the erofsd snapshotter and containerd, all the test's own."""
+    from containerdkit import Node
+    n = Node(tmp_path / "node", registry.host)
+    yield n
+    n.stop()

@@ -7,12 +7,17 @@ config and storage, listens on a free loopback port, and stops by itself
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+# combined log format: ... "GET /v2/... HTTP/1.1" 200 1234 "referer" "user agent"
+ACCESS_LINE = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) ([^ "]+) HTTP/[0-9.]+" \d+ \d+ '
+                         r'"[^"]*" "([^"]*)"')
 
 
 def free_port() -> int:
@@ -25,7 +30,7 @@ class Registry:
     """One docker-registry process with its own config and storage; stops by itself."""
 
     def __init__(self, root: Path, *, htpasswd: tuple[str, str] | None = None,
-                 auth_config: str = "") -> None:
+                 auth_config: str = "", access_log: bool = False) -> None:
         self.root = root
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -39,13 +44,14 @@ class Registry:
             auth = (f"auth:\n  htpasswd:\n    realm: erofsd-test\n"
                     f"    path: {root / 'htpasswd'}\n")
         (root / "config.yml").write_text(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"version: 0.1\nlog:\n  level: error\n  accesslog:\n"
+            f"    disabled: {'false' if access_log else 'true'}\n"
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n{auth}")
-        self.process = subprocess.Popen(
-            ["docker-registry", "serve", str(root / "config.yml")],
-            stdout=subprocess.DEVNULL, stderr=open(root / "log", "wb"))
+        with open(root / "log", "ab") as log:  # the access log goes to stdout
+            self.process = subprocess.Popen(
+                ["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
         self._wait_ready()
 
     def _wait_ready(self, seconds: float = 20) -> None:
@@ -65,6 +71,22 @@ class Registry:
 
     def ref(self, repo: str, tag: str = "latest") -> str:
         return f"docker://{self.host}/{repo}:{tag}"
+
+    def requests(self) -> list[tuple[str, str, str]]:
+        """(method, path, user agent) of every request so far (needs ``access_log``)."""
+        found = []
+        for line in (self.root / "log").read_text(errors="replace").splitlines():
+            match = ACCESS_LINE.search(line)
+            if match:
+                found.append(match.groups())
+        return found
+
+    def blob_gets(self, repository: str, agent: str = "") -> list[str]:
+        """Digests of the blobs of ``repository`` read (GET) so far, by agents that
+        start with ``agent``."""
+        prefix = f"/v2/{repository}/blobs/"
+        return [path[len(prefix):] for method, path, who in self.requests()
+                if method == "GET" and path.startswith(prefix) and who.startswith(agent)]
 
     def stop(self) -> None:
         if self.process.poll() is None:
