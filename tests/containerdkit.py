@@ -171,6 +171,12 @@ class Node:
         self.snapshotter = SnapshotterProc(root, self.config, self.snapshotter_address)
         self.containerd = ContainerdProc(root / "c", self.snapshotter_address, cri=cri)
 
+    def restart_snapshotter(self) -> None:
+        """Start the snapshotter again; containerd redials within 3 s (its proxy backoff)."""
+        self.snapshotter.start()
+        wait_until(lambda: self.containerd.ctr("snapshots", "--snapshotter", "erofsd", "ls",
+                                               check=False).returncode == 0, timeout=30)
+
     def pull(self, image: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "erofsd", "containerd", "pull", image, "--address",

@@ -43,3 +43,63 @@ def test_a_converted_image_runs_with_no_layer_fetched_by_containerd(node, regist
     big = node.containerd.ctr("task", "exec", "--exec-id", "e1", "c2", "sha256sum",
                               "/usr/share/big").stdout.split()[0]
     assert big == hashlib.sha256(busybox_images["files"]["/usr/share/big"]).hexdigest()
+
+
+def test_two_images_on_one_base_share_it_in_the_node_domain(node, busybox_images):
+    names = [containerd_name(busybox_images[tag]) for tag in ("a", "b")]
+    for tag in ("a", "b"):
+        node.pull(busybox_images[tag])
+    for i, name in enumerate(names):  # two containers at once, each reading all of base
+        node.containerd.run(name, f"c{i}", "sleep", "60", detach=True)
+    for i in range(2):
+        out = node.containerd.ctr("task", "exec", "--exec-id", f"r{i}", f"c{i}", "sha256sum",
+                                  "/usr/share/big").stdout
+        assert out.split()[0] == hashlib.sha256(
+            busybox_images["files"]["/usr/share/big"]).hexdigest()
+        assert node.containerd.ctr("task", "exec", "--exec-id", f"a{i}", f"c{i}", "cat",
+                                   f"/app/{'ab'[i]}.txt").stdout == f"app {'ab'[i]}\n"
+    status = node.daemon.client.status()
+    assert [d["domain_id"] for d in status["domains"]] == ["node"]
+    (base,) = [c for c in status["cookies"] if c["blob"] == busybox_images["base"]]
+    assert base["volume"] == "erofs,node" and base["refcount"] == 2
+    assert base["fetched_bytes"] <= base["size"]  # fetched once for both images
+
+
+def test_removing_the_image_unmounts_it_and_releases_its_cookies(node, busybox_images):
+    node.pull(busybox_images["a"])
+    name = containerd_name(busybox_images["a"])
+    node.containerd.run(name, "c1", "cat", "/etc/motd")
+    assert node.daemon.client.status()["mounts"]
+    node.containerd.ctr("image", "rm", "--sync", name)  # --sync: containerd's GC runs now
+    status = node.daemon.client.status()
+    assert (status["mounts"], status["domains"], status["cookies"]) == ([], [], [])
+    assert node.containerd.ctr("snapshots", "--snapshotter", "erofsd", "ls").stdout \
+        .splitlines()[1:] == []
+    node.pull(busybox_images["a"])  # and it comes back
+    assert node.containerd.run(name, "c2", "cat", "/app/a.txt").stdout == "app a\n"
+
+
+def test_with_the_snapshotter_down_containerd_says_so_and_nothing_breaks(node, busybox_images):
+    node.pull(busybox_images["a"])
+    name = containerd_name(busybox_images["a"])
+    node.snapshotter.stop()
+    failed = node.containerd.run(name, "c1", "cat", "/etc/motd", check=False)
+    assert failed.returncode != 0 and "unavailable" in failed.stderr, failed.stderr
+    pulled = node.pull(busybox_images["b"], check=False)
+    assert pulled.returncode == 1 and "Traceback" not in pulled.stderr
+    assert pulled.stderr.startswith("erofsd: error:"), pulled.stderr
+    node.restart_snapshotter()
+    assert node.containerd.run(name, "c2", "cat", "/etc/motd").stdout.encode() == \
+        busybox_images["files"]["/etc/motd"]
+    node.containerd.ctr("container", "delete", "c1", check=False)
+    node.pull(busybox_images["b"])
+    assert node.containerd.run(containerd_name(busybox_images["b"]), "c3", "cat",
+                               "/app/b.txt").stdout == "app b\n"
+
+
+def test_an_ordinary_image_runs_through_the_same_snapshotter(node, busybox_images):
+    name = containerd_name(busybox_images["ordinary"])
+    node.containerd.ctr("image", "pull", "--plain-http", "--snapshotter", "erofsd", name)
+    assert node.containerd.run(name, "c1", "sh", "-c", "cat /app/a.txt; echo new > /tmp/x; "
+                               "cat /tmp/x").stdout == "app a\nnew\n"
+    assert node.daemon.client.status()["mounts"] == []  # nothing of erofsd's was needed
