@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemonutil import DaemonProc, erofsd_processes, wait_until
+from daemonutil import DaemonProc, sweep, wait_until
 from erofsd.kernel.mount import mounted_filesystems, umount
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -192,11 +192,7 @@ class Node:
         finally:
             self.snapshotter.stop()
             self.daemon.cleanup()
-            for pid in erofsd_processes(str(self.root)):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            sweep(self.root, self.root)  # the image mounts live in the snapshotter's root
 
 
 def have_containerd() -> str | None:
