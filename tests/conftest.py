@@ -160,3 +160,12 @@ def node(tmp_path, registry, busybox_images, _ctr_run_dirs):
     n = Node(tmp_path / "node", registry.host)
     yield n
     n.stop()
+
+
+@pytest.fixture
+def cri_node(tmp_path, registry, busybox_images, _ctr_run_dirs):
+    """A node whose containerd runs its CRI plugin with the erofsd snapshotter (kubelet's)."""
+    from containerdkit import Node
+    n = Node(tmp_path / "node", registry.host, cri=True)
+    yield n
+    n.stop()

@@ -61,7 +61,8 @@ class SnapshotterProc:
 
 
 class ContainerdProc:
-    def __init__(self, root: Path, snapshotter_address: str, *, cri: bool = False) -> None:
+    def __init__(self, root: Path, snapshotter_address: str, *, cri: bool = False,
+                 plain_http: tuple[str, ...] = ()) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.address = str(root / "containerd.sock")
@@ -72,7 +73,9 @@ class ContainerdProc:
         if cri:  # kubelet's path: remote snapshots need the snapshotter's name and the labels
             cri_config = ('[plugins."io.containerd.grpc.v1.cri".containerd]\n'
                           '  snapshotter = "erofsd"\n  disable_snapshot_annotations = false\n'
-                          '[plugins."io.containerd.grpc.v1.cri".registry.mirrors]\n')
+                          + "".join(f'[plugins."io.containerd.grpc.v1.cri".registry.mirrors'
+                                    f'."{host}"]\n  endpoint = ["http://{host}"]\n'
+                                    for host in plain_http))
         else:
             disabled.append("io.containerd.grpc.v1.cri")
         self.config.write_text(
@@ -169,13 +172,24 @@ class Node:
         self.config = erofsd_config(root / "erofsd.toml", self.daemon, root / "snapshots",
                                     self.snapshotter_address, [registry_host], config_extra)
         self.snapshotter = SnapshotterProc(root, self.config, self.snapshotter_address)
-        self.containerd = ContainerdProc(root / "c", self.snapshotter_address, cri=cri)
+        self.containerd = ContainerdProc(root / "c", self.snapshotter_address, cri=cri,
+                                         plain_http=(registry_host,))
 
     def restart_snapshotter(self) -> None:
         """Start the snapshotter again; containerd redials within 3 s (its proxy backoff)."""
         self.snapshotter.start()
         wait_until(lambda: self.containerd.ctr("snapshots", "--snapshotter", "erofsd", "ls",
                                                check=False).returncode == 0, timeout=30)
+
+    def cri_pull(self, image: str) -> str:
+        """kubelet's PullImage, to containerd's CRI plugin; the image's reference back."""
+        import grpc
+
+        import cri
+        with grpc.insecure_channel(f"unix://{self.containerd.address}") as channel:
+            stub = cri.api_pb2_grpc.ImageServiceStub(channel)
+            return stub.PullImage(cri.api_pb2.PullImageRequest(
+                image=cri.api_pb2.ImageSpec(image=image)), timeout=300).image_ref
 
     def pull(self, image: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(
