@@ -48,8 +48,10 @@ def post(path: str, route: str, body: bytes) -> tuple[int, dict | bytes]:
 
 
 class DaemonProc:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *args: str) -> None:
+        """``args``: more options of ``erofsd daemon`` (``--config FILE``, say)."""
         self.root = root
+        self.args = args
         root.mkdir(parents=True, exist_ok=True)
         self.state = root / "state"
         self.socket = str(root / "run" / "erofsd.sock")
@@ -69,7 +71,8 @@ class DaemonProc:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "erofsd", "daemon", "--state-dir", str(self.state),
-                 "--socket", self.socket], stdout=log, stderr=log, start_new_session=True)
+                 "--socket", self.socket, *self.args], stdout=log, stderr=log,
+                start_new_session=True)
         deadline = time.monotonic() + 30
         while wait and not self.ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
