@@ -13,6 +13,14 @@ export EROFSD_STATE_DIR="$OUT/state"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
+    if [ -n "${CONTAINERD_PID:-}" ]; then
+        $CTR task kill -s SIGKILL demo >/dev/null 2>&1 || true
+        $CTR container delete demo >/dev/null 2>&1 || true
+        $CTR image rm --sync "$IMAGE_NAME" >/dev/null 2>&1 || true
+        kill "$CONTAINERD_PID" 2>/dev/null; wait "$CONTAINERD_PID" 2>/dev/null || true
+    fi
+    if [ -n "${SNAPSHOTTER_PID:-}" ]; then kill "$SNAPSHOTTER_PID" 2>/dev/null; wait "$SNAPSHOTTER_PID" 2>/dev/null || true; fi
+    for m in "$OUT"/snapshots/mounts/*; do mountpoint -q "$m" 2>/dev/null && $E umount "$m" >/dev/null 2>&1 || true; done
     for m in "$OUT"/mnt/*; do mountpoint -q "$m" 2>/dev/null && $E umount "$m" >/dev/null 2>&1 || true; done
     $E stop >/dev/null 2>&1 || true
     if [ -n "${REGISTRY_PID:-}" ]; then kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" || true; fi
@@ -29,6 +37,9 @@ step "layers from real trees: a base with part of the Python stdlib, and two app
 for pkg in json email http sqlite3 asyncio; do
     cp -a "$STDLIB/$pkg" "$OUT/base/usr/lib/python3/"
 done
+mkdir -p "$OUT/base/bin"  # a shell for the container at the end (busybox is static)
+cp /bin/busybox "$OUT/base/bin/"
+for tool in sh cat ls wc head; do ln -s busybox "$OUT/base/bin/$tool"; done
 printf 'import json\nprint(json.dumps({"app": 1}))\n' > "$OUT/app1/app/main.py"
 printf 'import email\nprint("app 2 reads", email.__name__)\n' > "$OUT/app2/app/main.py"
 echo "base: $(find "$OUT/base" -type f | wc -l) files, $(du -sh "$OUT/base" | cut -f1)"
@@ -65,8 +76,55 @@ $E status
 step "erofsd cache ls: one copy of base on disk for the whole domain"
 $E cache ls
 
-step "erofsd umount, erofsd stop: the domain goes away, the cached bytes stay"
+step "erofsd umount: the domain goes away, the cached bytes stay"
 $E umount "$OUT/mnt/a"
 $E umount "$OUT/mnt/b"
-$E stop
 $E cache ls
+
+step "containerd runs image A lazily: the erofsd snapshotter, erofsd containerd pull, ctr run"
+mkdir -p "$OUT/containerd"
+cat > "$OUT/erofsd.toml" <<EOF
+state_dir = "$EROFSD_STATE_DIR"
+socket = "$EROFSD_SOCKET"
+[registry]
+insecure = ["$HOST"]
+[snapshotter]
+root = "$OUT/snapshots"
+address = "$OUT/snapshotter.sock"
+domain = "node"
+EOF
+cat > "$OUT/containerd.toml" <<EOF
+version = 2
+root = "$OUT/containerd/root"
+state = "$OUT/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$OUT/containerd/containerd.sock"
+[ttrpc]
+  address = "$OUT/containerd/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$OUT/containerd/opt"
+[proxy_plugins.erofsd]
+  type = "snapshot"
+  address = "$OUT/snapshotter.sock"
+EOF
+$E snapshotter --config "$OUT/erofsd.toml" 2>>"$OUT/snapshotter.log" &
+SNAPSHOTTER_PID=$!
+containerd --config "$OUT/containerd.toml" >>"$OUT/containerd.log" 2>&1 &
+CONTAINERD_PID=$!
+CTR="ctr --address $OUT/containerd/containerd.sock"
+IMAGE_NAME="$HOST/demo/app:a"
+while [ ! -S "$OUT/snapshotter.sock" ] || ! $CTR version >/dev/null 2>&1; do sleep 0.1; done
+$E containerd pull "docker://$IMAGE_NAME" --address "$OUT/containerd/containerd.sock" --insecure
+$CTR run --rm --snapshotter erofsd "$IMAGE_NAME" demo \
+    sh -c 'echo "in the container: $(ls /usr/lib/python3 | wc -l) stdlib packages under /usr/lib/python3"; cat /app/main.py'
+echo "containerd downloaded no layer; the blobs it read came through the erofsd cache:"
+$E status --json | .venv/bin/python -c 'import json, sys
+for c in json.load(sys.stdin)["cookies"]:
+    print("  {}  refcount {}  fetched {} of {} bytes".format(
+        c["blob"][:19], c["refcount"], c["fetched_bytes"], c["size"]))'
+
+step "erofsd stop"
+$CTR image rm --sync "$IMAGE_NAME" >/dev/null
+$E stop
+
