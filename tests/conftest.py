@@ -99,7 +99,8 @@ def busybox_images(registry, tmp_path_factory):
     """Two ordinary images on one base (busybox and /etc), converted by erofsd and pushed.
 
     {"a", "b": docker:// refs of the erofsd images, "ordinary": the ordinary one,
-    "base": the base layer's erofsd blob, "files": path -> bytes}
+    "twin": an index of the ordinary one and its erofsd twin, "base": the base layer's
+    erofsd blob, "files": path -> bytes}
     """
     from containerdkit import have_containerd
     from erofsd.images import open_image
@@ -134,6 +135,8 @@ def busybox_images(registry, tmp_path_factory):
     refs["ordinary"] = registry.ref("ctd/ordinary", "a")
     push(parse_layout_ref(f"oci:{root / 'src'}:a"), parse_registry_ref(refs["ordinary"]),
          Transport(insecure=True))
+    refs["twin"] = registry.ref("ctd/ordinary", "twin")  # an index: ordinary, then erofsd
+    convert(refs["ordinary"], refs["twin"], state_dir=root / "state", insecure=True, twin=True)
     with open_image(refs["a"], options=_read_options(root)) as opened:
         refs["base"] = opened.manifest.blobs[0].digest
     refs["files"] = files

@@ -34,11 +34,12 @@ from .image import config_bytes, write_result
 from .layerstream import LayerIntegrityError, LayerStream
 from .layout import OciLayout
 from .manifest import parse_object
-from .mediatypes import BLOB_TYPES, BOOTSTRAP_TYPES
+from .mediatypes import BLOB_TYPES, BOOTSTRAP_TYPES, OCI_INDEX, OCI_MANIFEST
 from .reference import LayoutRef, RegistryRef, parse_reference
 from .registry import RegistryClient
 from .source import BlobSource, resolve_image
 from .transport import Transport
+from .twin import check_beside, fetch_top, twin_index
 
 SOURCE_LAYER = "io.erofsd.source-layer"
 Progress = Callable[[int], None]
@@ -52,6 +53,7 @@ class ConvertReport:
     reused: int
     bytes_read: int
     file_bytes: int
+    twin_index: Descriptor | None = None  # with --twin: what DST names now
 
 
 class ConversionCache:
@@ -95,6 +97,11 @@ class _LayoutDestination:
         return write_result(self.layout, self.ref.tag, result, blob_annotations=annotations,
                             config=config)
 
+    def put_index(self, raw: bytes) -> Descriptor:
+        descriptor = Descriptor(OCI_INDEX, self.layout.put_bytes(raw), len(raw))
+        self.layout.set_tag(self.ref.tag, descriptor)
+        return descriptor
+
     def close(self, failed: bool) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
         if failed and self.created:
@@ -119,15 +126,21 @@ class _RegistryDestination:
         push(LayoutRef(str(self.layout.root), "converted"), self.ref, self.transport)
         return descriptor
 
+    def put_index(self, raw: bytes) -> Descriptor:
+        return Descriptor(OCI_INDEX, self.client.put_manifest(self.ref, raw, OCI_INDEX), len(raw))
+
     def close(self, failed: bool) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str | None = None,
             chunk_size: int = DEFAULT_CHUNK_SIZE, insecure: bool = False, rootless: bool = False,
-            progress: Progress | None = None,
+            twin: bool = False, progress: Progress | None = None,
             on_total: Callable[[int], None] | None = None) -> ConvertReport:
+    """Convert ``src`` into ``dst``; with ``twin``, ``dst`` then names an index of both."""
     check_chunk_size(chunk_size)
+    if twin:
+        check_beside(src, dst)
     transport = Transport(insecure=insecure)
     try:
         image = resolve_image(src, transport=transport, platform=platform)
@@ -161,11 +174,22 @@ def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str |
                                       os_name=config.get("os", "linux"))
             annotations = [{SOURCE_LAYER: layer.digest} for layer in layers]
             descriptor = destination.finish(report.result, annotations, config_raw)
+            index = None
+            if twin:
+                top, top_type, top_digest = fetch_top(src, transport)
+                source = Descriptor(parse_object(image.manifest, "manifest").get("mediaType")
+                                    or OCI_MANIFEST, image.digest, len(image.manifest))
+                platform = {"os": config.get("os", "linux"),
+                            "architecture": config.get("architecture", "amd64")}
+                if config.get("variant"):
+                    platform["variant"] = config["variant"]
+                index = destination.put_index(twin_index(top, top_type, top_digest, source,
+                                                         descriptor, platform))
             failed = False
         finally:
             destination.close(failed)
         return ConvertReport(descriptor, len(layers), report.converted, report.reused,
-                             report.bytes_read, report.result.file_bytes)
+                             report.bytes_read, report.result.file_bytes, index)
     finally:
         transport.close()
 

@@ -42,6 +42,7 @@ from .daemonlink import DaemonLink
 from .layers import RemoteLayer, check_labels, remote_layer
 from .mounts import snapshot_mounts
 from .store import Snapshot, Store
+from .twins import Twins
 
 log = logging.getLogger("erofsd.snapshotter")
 KINDS = {"view": pb.VIEW, "active": pb.ACTIVE, "committed": pb.COMMITTED}
@@ -91,6 +92,7 @@ class SnapshotService(snapshots_pb2_grpc.SnapshotsServicer):
         for directory in (root / "snapshots", root / "mounts"):
             directory.mkdir(parents=True, exist_ok=True)
         self._remote = threading.Lock()  # one erofsd layer at a time: one mount per image
+        self.twins = Twins(config)
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class SnapshotService(snapshots_pb2_grpc.SnapshotsServicer):
     @_answers
     def Prepare(self, request, context):
         labels = dict(request.labels)
-        layer = remote_layer(labels)
+        layer = remote_layer(labels) or self.twins.layer(labels)
         if layer is not None:
             name = self._prepare_remote(request.key, request.parent, labels, layer)
             context.abort(grpc.StatusCode.ALREADY_EXISTS,
