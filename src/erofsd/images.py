@@ -25,6 +25,7 @@ from .erofs.readat import BytesReadAt, FileReadAt, ReadAt
 from .errors import ErofsdError, IntegrityError, InvalidArgument, NotFound
 from .oci.image import ErofsdManifest, load_chunk_table
 from .oci.layout import OciLayout
+from .oci.manifest import select_manifest
 from .oci.reference import parse_layout_ref
 from .oci.source import ResolvedImage, resolve_image
 from .oci.transport import Transport
@@ -143,8 +144,11 @@ def _open_layout(spec: str) -> OpenedImage:
     ref = parse_layout_ref(spec)
     layout = OciLayout.open(ref.path)
     descriptor = layout.resolve(ref.tag)
-    manifest = ErofsdManifest.parse(layout.read_blob(descriptor.digest, "manifest"),
-                                    descriptor.digest)
+    raw = layout.read_blob(descriptor.digest, "manifest")
+    chosen = select_manifest(raw, descriptor.media_type)  # an index: its erofsd entry
+    if chosen is not None:
+        descriptor, raw = chosen, layout.read_blob(chosen.digest, "manifest")
+    manifest = ErofsdManifest.parse(raw, descriptor.digest)
     bootstrap = read_verified_bootstrap(str(layout.blob_path(manifest.bootstrap.digest)),
                                         manifest.bootstrap.digest, manifest.bootstrap.size)
     opened = OpenedImage(str(ref), manifest=manifest)

@@ -93,7 +93,10 @@ class _LayoutDestination:
     def has_blob(self, digest: str) -> bool:
         return self.layout.has_blob(digest)
 
-    def finish(self, result: BuildResult, annotations: list[dict], config: bytes) -> Descriptor:
+    def finish(self, result: BuildResult, annotations: list[dict], config: bytes, *,
+               tagged: bool = True) -> Descriptor:
+        """The image written under DST's tag (a twin index replaces it at once: a layout
+        has no reader to see it in between)."""
         return write_result(self.layout, self.ref.tag, result, blob_annotations=annotations,
                             config=config)
 
@@ -120,10 +123,14 @@ class _RegistryDestination:
     def has_blob(self, digest: str) -> bool:
         return self.client.blob_size(self.ref.repository, digest) is not None
 
-    def finish(self, result: BuildResult, annotations: list[dict], config: bytes) -> Descriptor:
+    def finish(self, result: BuildResult, annotations: list[dict], config: bytes, *,
+               tagged: bool = True) -> Descriptor:
+        """The image pushed, under DST's tag, or by digest only when a twin index takes it
+        (so the tag never names the erofsd image alone, even for a moment)."""
         descriptor = write_result(self.layout, "converted", result, blob_annotations=annotations,
                                   config=config)
-        push(LayoutRef(str(self.layout.root), "converted"), self.ref, self.transport)
+        target = self.ref if tagged else self.ref.with_reference(digest=descriptor.digest)
+        push(LayoutRef(str(self.layout.root), "converted"), target, self.transport)
         return descriptor
 
     def put_index(self, raw: bytes) -> Descriptor:
@@ -144,6 +151,7 @@ def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str |
     transport = Transport(insecure=insecure)
     try:
         image = resolve_image(src, transport=transport, platform=platform)
+        top = fetch_top(src, transport) if twin else None  # before DST (maybe SRC) changes
         _, blobs = manifest_blobs(image.manifest)
         config_desc, layers = blobs[0], blobs[1:]
         if any(d.media_type in BOOTSTRAP_TYPES + BLOB_TYPES for d in layers):
@@ -173,18 +181,17 @@ def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str |
                                       architecture=config.get("architecture"),
                                       os_name=config.get("os", "linux"))
             annotations = [{SOURCE_LAYER: layer.digest} for layer in layers]
-            descriptor = destination.finish(report.result, annotations, config_raw)
+            descriptor = destination.finish(report.result, annotations, config_raw,
+                                            tagged=not twin)
             index = None
-            if twin:
-                top, top_type, top_digest = fetch_top(src, transport)
+            if top is not None:
                 source = Descriptor(parse_object(image.manifest, "manifest").get("mediaType")
                                     or OCI_MANIFEST, image.digest, len(image.manifest))
                 platform = {"os": config.get("os", "linux"),
                             "architecture": config.get("architecture", "amd64")}
                 if config.get("variant"):
                     platform["variant"] = config["variant"]
-                index = destination.put_index(twin_index(top, top_type, top_digest, source,
-                                                         descriptor, platform))
+                index = destination.put_index(twin_index(*top, source, descriptor, platform))
             failed = False
         finally:
             destination.close(failed)
