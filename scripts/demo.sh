@@ -21,6 +21,10 @@ cleanup() {
     fi
     if [ -n "${SNAPSHOTTER_PID:-}" ]; then kill "$SNAPSHOTTER_PID" 2>/dev/null; wait "$SNAPSHOTTER_PID" 2>/dev/null || true; fi
     for m in "$OUT"/snapshots/mounts/*; do mountpoint -q "$m" 2>/dev/null && $E umount "$m" >/dev/null 2>&1 || true; done
+    if [ -z "$HAD_RUN_CONTAINERD" ]; then  # what ctr and runc made outside demo-out
+        rmdir /run/containerd/runc/default /run/containerd/runc /run/containerd/fifo \
+              /run/containerd/s /run/containerd /sys/fs/cgroup/*/default 2>/dev/null || true
+    fi
     for m in "$OUT"/mnt/*; do mountpoint -q "$m" 2>/dev/null && $E umount "$m" >/dev/null 2>&1 || true; done
     $E stop >/dev/null 2>&1 || true
     if [ -n "${REGISTRY_PID:-}" ]; then kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" || true; fi
@@ -31,6 +35,7 @@ if [ -d "$OUT/mnt" ]; then
 fi
 rm -rf "$OUT"
 mkdir -p "$OUT/base/usr/lib/python3" "$OUT/app1/app" "$OUT/app2/app" "$OUT/mnt/a" "$OUT/mnt/b"
+HAD_RUN_CONTAINERD=$([ -d /run/containerd ] && echo yes || true)
 trap cleanup EXIT
 
 step "layers from real trees: a base with part of the Python stdlib, and two apps on it"

@@ -150,10 +150,10 @@ def _read_options(root):
 
 @pytest.fixture(scope="session")
 def _ctr_run_dirs():
-    from containerdkit import remove_ctr_run_dirs
-    existed = os.path.exists("/run/containerd")
+    from containerdkit import leftovers, remove_leftovers
+    before = leftovers()
     yield
-    remove_ctr_run_dirs(existed)
+    remove_leftovers(before)
 
 
 @pytest.fixture

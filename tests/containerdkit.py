@@ -168,12 +168,17 @@ class Node:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.daemon = DaemonProc(root / "d")
-        self.snapshotter_address = str(root / "snapshotter.sock")
-        self.config = erofsd_config(root / "erofsd.toml", self.daemon, root / "snapshots",
-                                    self.snapshotter_address, [registry_host], config_extra)
-        self.snapshotter = SnapshotterProc(root, self.config, self.snapshotter_address)
-        self.containerd = ContainerdProc(root / "c", self.snapshotter_address, cri=cri,
-                                         plain_http=(registry_host,))
+        self.snapshotter = self.containerd = None
+        try:
+            self.snapshotter_address = str(root / "snapshotter.sock")
+            self.config = erofsd_config(root / "erofsd.toml", self.daemon, root / "snapshots",
+                                        self.snapshotter_address, [registry_host], config_extra)
+            self.snapshotter = SnapshotterProc(root, self.config, self.snapshotter_address)
+            self.containerd = ContainerdProc(root / "c", self.snapshotter_address, cri=cri,
+                                             plain_http=(registry_host,))
+        except BaseException:
+            self.stop()  # what did start must not outlive a test that never ran
+            raise
 
     def restart_snapshotter(self) -> None:
         """Start the snapshotter again; containerd redials within 3 s (its proxy backoff)."""
@@ -202,9 +207,11 @@ class Node:
 
     def stop(self) -> None:
         try:
-            self.containerd.stop()
+            if self.containerd is not None:
+                self.containerd.stop()
         finally:
-            self.snapshotter.stop()
+            if self.snapshotter is not None:
+                self.snapshotter.stop()
             self.daemon.cleanup()
             sweep(self.root, self.root)  # the image mounts live in the snapshotter's root
 
@@ -220,17 +227,25 @@ def have_containerd() -> str | None:
     return None
 
 
-def remove_ctr_run_dirs(existed: bool) -> None:
-    """ctr 1.6 makes /run/containerd/{fifo,s} whatever its config says: take them away
-    again when no containerd of the machine had them before."""
-    if existed:
-        return
-    for name in ("fifo", "s"):
+NAMESPACES = ("default", "k8s.io")
+
+
+def leftovers() -> list[Path]:
+    """What containerd, ctr and runc make outside their folders, whatever the config says:
+    /run/containerd/{fifo,s,runc/<ns>} and a cgroup per namespace and controller."""
+    paths = [Path("/run/containerd"), *(Path("/run/containerd") / n for n in ("fifo", "s")),
+             Path("/run/containerd/runc"),
+             *(Path("/run/containerd/runc") / ns for ns in NAMESPACES)]
+    if CGROUP_ROOT.is_dir():
+        for controller in CGROUP_ROOT.iterdir():
+            paths += [controller / ns for ns in NAMESPACES]
+    return [p for p in paths if p.is_dir()]
+
+
+def remove_leftovers(before: list[Path]) -> None:
+    """Remove what ``leftovers`` finds now and did not before, deepest first, if empty."""
+    for path in sorted(set(leftovers()) - set(before), key=lambda p: -len(p.parts)):
         try:
-            os.rmdir(f"/run/containerd/{name}")
+            path.rmdir()
         except OSError:
             pass
-    try:
-        os.rmdir("/run/containerd")
-    except OSError:
-        pass
