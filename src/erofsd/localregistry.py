@@ -7,6 +7,7 @@ config and storage, listens on a free loopback port, and stops by itself
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import socket
@@ -16,8 +17,19 @@ import urllib.request
 from pathlib import Path
 
 # combined log format: ... "GET /v2/... HTTP/1.1" 200 1234 "referer" "user agent"
-ACCESS_LINE = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) ([^ "]+) HTTP/[0-9.]+" \d+ \d+ '
+ACCESS_LINE = re.compile(r'"(GET|HEAD|PUT|POST|PATCH|DELETE) ([^ "]+) HTTP/[0-9.]+" (\d+) (\d+) '
                          r'"[^"]*" "([^"]*)"')
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """One request the registry's access log records."""
+
+    method: str
+    path: str
+    status: int
+    size: int  # bytes of the response body
+    agent: str
 
 
 def free_port() -> int:
@@ -72,21 +84,22 @@ class Registry:
     def ref(self, repo: str, tag: str = "latest") -> str:
         return f"docker://{self.host}/{repo}:{tag}"
 
-    def requests(self) -> list[tuple[str, str, str]]:
-        """(method, path, user agent) of every request so far (needs ``access_log``)."""
+    def requests(self) -> list[Served]:
+        """Every request served so far, in order (needs ``access_log``)."""
         found = []
         for line in (self.root / "log").read_text(errors="replace").splitlines():
             match = ACCESS_LINE.search(line)
             if match:
-                found.append(match.groups())
+                method, path, status, size, agent = match.groups()
+                found.append(Served(method, path, int(status), int(size), agent))
         return found
 
     def blob_gets(self, repository: str, agent: str = "") -> list[str]:
         """Digests of the blobs of ``repository`` read (GET) so far, by agents that
         start with ``agent``."""
         prefix = f"/v2/{repository}/blobs/"
-        return [path[len(prefix):] for method, path, who in self.requests()
-                if method == "GET" and path.startswith(prefix) and who.startswith(agent)]
+        return [r.path[len(prefix):] for r in self.requests()
+                if r.method == "GET" and r.path.startswith(prefix) and r.agent.startswith(agent)]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,0 +1,180 @@
+"""B8 container start: from pull to the first output of a command, through containerd.
+
+The image is realistic: a Debian bookworm minbase root filesystem with
+python3, made by debootstrap from Debian's own packages (cached in the
+bench folder), one gzip layer as an ordinary image and its erofsd
+conversion, both in one docker-registry on 127.0.0.1. The command reads a
+realistic part of it: ``python3 -c "import json, email, http.client,
+sqlite3, asyncio, unittest"``, which prints a line when done.
+
+- erofsd: ``erofsd containerd pull``, then ``ctr run --snapshotter erofsd``,
+  the erofsd cache empty;
+- the peer: containerd's own overlayfs snapshotter, ``ctr image pull`` of
+  the ordinary image, then ``ctr run``.
+
+Both start from nothing each run (the image removed with containerd's GC,
+the erofsd cache emptied, page caches dropped) and alternate. Bytes are
+what the registry sent, from its access log: the same count for both.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import DATA_DIR, MIB, Figure, Sample, alternate, drop_caches, median, tests_on_path
+
+WORKLOAD = ("python3", "-c", "import json, email, http.client, sqlite3, asyncio, unittest; "
+            "print('imported')")
+MIRROR = "http://deb.debian.org/debian"
+
+
+def debian_python_tree() -> Path | None:
+    """The rootfs (built once; None, saying why, where debootstrap cannot run)."""
+    target = DATA_DIR / "debian-python"
+    if target.exists():
+        return target
+    if shutil.which("debootstrap") is None:
+        print("B8 skipped: debootstrap is not installed", file=sys.stderr)
+        return None
+    tmp = target.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("B8: debootstrap of bookworm minbase + python3 (once, a few minutes)", file=sys.stderr)
+    result = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm",
+                             str(tmp), MIRROR], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"B8 skipped: debootstrap failed: {result.stderr[-500:]}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):  # what an image leaves out
+        shutil.rmtree(tmp / cache, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _layer(tree: Path) -> bytes:
+    tar = subprocess.run(["tar", "-C", str(tree), "--numeric-owner", "--xattrs", "-cf", "-", "."],
+                         check=True, capture_output=True).stdout
+    return tar
+
+
+class SentBytes:
+    """Bytes the registry sent since ``reset``, from its access log."""
+
+    def __init__(self, registry) -> None:
+        self.registry = registry
+        self.mark = 0
+
+    def reset(self) -> None:
+        self.mark = len(self.registry.requests())
+
+    def sent(self) -> int:
+        return sum(r.size for r in self.registry.requests()[self.mark:] if r.method == "GET")
+
+
+def _until_output(args: list[str]) -> float:
+    """Seconds from now until the command prints its line (then it is waited for)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    elapsed = time.perf_counter() - start
+    _, err = process.communicate(timeout=600)
+    if line.strip() != "imported":
+        raise RuntimeError(f"B8: {' '.join(args)} printed {line!r}: {err[-500:]}")
+    return elapsed
+
+
+def _mid(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def run(quick: bool) -> list[Figure]:
+    tree = debian_python_tree()
+    if tree is None:
+        return []
+    tests_on_path()
+    from containerdkit import Node, have_containerd, leftovers, remove_leftovers
+    from erofsd.containerd.pull import containerd_name
+    from erofsd.localregistry import Registry
+    from erofsd.oci.convert import convert
+    from erofsd.oci.copy import push
+    from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
+    from erofsd.oci.transport import Transport
+    from imagekit import write_image
+
+    why = have_containerd()
+    if why:
+        print(f"B8 skipped: {why}", file=sys.stderr)
+        return []
+    runs = 3 if quick else 5
+    before = leftovers()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="erofsd-bench-b8-", dir=DATA_DIR) as tmp:
+        work = Path(tmp)
+        registry = Registry(work / "registry", access_log=True)
+        node = None
+        try:
+            layer = _layer(tree)
+            source = write_image(work / "src", "debian", [layer])
+            gzip_size = sum(f.stat().st_size for f in (work / "src" / "blobs").rglob("*")
+                            if f.stat().st_size > len(layer) // 20)  # the layer, not the JSON
+            ordinary = registry.ref("bench/debian-python", "ordinary")
+            push(parse_layout_ref(source), parse_registry_ref(ordinary), Transport(insecure=True))
+            lazy = registry.ref("bench/debian-python", "erofsd")
+            convert(source, lazy, state_dir=work / "convert-state", insecure=True)
+            node = Node(work / "node", registry.host)
+            ctr = node.containerd
+            counter = SentBytes(registry)
+            names = {"lazy": containerd_name(lazy), "ordinary": containerd_name(ordinary)}
+            bytes_sent: dict[str, list[int]] = {"lazy": [], "ordinary": []}
+            phases: dict[str, list[tuple[float, float]]] = {"lazy": [], "ordinary": []}
+
+            def start(kind: str) -> Sample:
+                name = names[kind]
+                ctr.ctr("image", "rm", "--sync", name, check=False)
+                if kind == "lazy":
+                    subprocess.run([sys.executable, "-m", "erofsd", "cache", "gc",
+                                    "--state-dir", str(node.daemon.state)], check=True,
+                                   capture_output=True)
+                drop_caches()
+                counter.reset()
+                t0 = time.perf_counter()
+                if kind == "lazy":
+                    node.pull(lazy)
+                    run_args = ["--snapshotter", "erofsd"]
+                else:
+                    ctr.ctr("image", "pull", "--plain-http", name, timeout=600)
+                    run_args = []
+                pulled = time.perf_counter() - t0
+                container = f"b8-{kind}-{time.monotonic_ns()}"
+                ran = _until_output(["ctr", "--address", ctr.address, "run", "--rm", *run_args,
+                                     name, container, *WORKLOAD])
+                bytes_sent[kind].append(counter.sent())
+                phases[kind].append((pulled, ran))
+                return Sample(pulled + ran, 0.0)
+
+            ours, peers = alternate(runs, lambda: start("lazy"), lambda: start("ordinary"))
+        finally:
+            if node is not None:
+                node.stop()
+            registry.stop()
+            remove_leftovers(before)
+    params = {"runs": runs, "image": "debian bookworm minbase + python3",
+              "tar_mib": round(len(layer) / MIB, 1), "gzip_layer_mib": round(gzip_size / MIB, 1),
+              "command": " ".join(WORKLOAD),
+              "pull_s": {k: round(_mid([p for p, _ in v]), 3) for k, v in phases.items()},
+              "run_s": {k: round(_mid([r for _, r in v]), 3) for k, v in phases.items()}}
+    return [
+        Figure("B8", "container start: pull to first output", "s", median(ours),
+               "containerd overlayfs, ordinary image", median(peers), params,
+               higher_is_better=False, goal="<= 0.2 x overlayfs"),
+        Figure("B8", "bytes from the registry for that start", "MiB",
+               _mid(bytes_sent["lazy"]) / MIB, "containerd overlayfs, ordinary image",
+               _mid(bytes_sent["ordinary"]) / MIB, params, higher_is_better=False),
+    ]
+
