@@ -10,13 +10,19 @@ unmounts what is left under the folder and removes the cgroups runc made.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from daemonutil import DaemonProc, sweep, wait_until
-from erofsd.kernel.mount import mounted_filesystems, umount
+from daemonutil import (
+    DaemonProc,
+    kill_all,
+    processes_with,
+    sweep,
+    terminate,
+    unmount_under,
+    wait_until,
+)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -51,13 +57,8 @@ class SnapshotterProc:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            terminate(self.process)
 
 
 class ContainerdProc:
@@ -128,36 +129,9 @@ class ContainerdProc:
                     cgroup.rmdir()
                 except OSError:
                     pass
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pid in _processes_under(self.root):  # shims left behind
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for point in sorted(mounted_filesystems(), reverse=True):
-            if point.startswith(str(self.root)):
-                try:
-                    umount(point, lazy=True)
-                except OSError:
-                    pass
-
-
-def _processes_under(root: Path) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "containerd-shim" in cmdline and str(root) in cmdline:
-            found.append(int(pid))
-    return found
+        terminate(self.process)
+        kill_all(processes_with("containerd-shim", str(self.root)))  # shims left behind
+        unmount_under(self.root)
 
 
 class Node:

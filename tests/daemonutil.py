@@ -128,30 +128,53 @@ class DaemonProc:
         sweep(self.root, self.state)
 
 
-def erofsd_processes(*markers: str) -> list[int]:
-    """Pids of erofsd processes (daemons, holders, FUSE workers) whose command line has
-    every marker."""
+def processes_with(*markers: str) -> list[int]:
+    """Pids whose command line holds every marker."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "erofsd" in cmdline and all(marker in cmdline for marker in markers):
+        if all(marker in cmdline for marker in markers):
             found.append(int(pid))
     return found
 
 
-def sweep(root: Path, state: Path) -> None:
-    """Whatever a test's daemon left: mounts under ``root``, processes of ``state``."""
+def erofsd_processes(*markers: str) -> list[int]:
+    """Pids of erofsd processes (daemons, holders, FUSE workers) with every marker."""
+    return processes_with("erofsd", *markers)
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def terminate(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def unmount_under(root: Path) -> None:
     for point in sorted(mounted_filesystems(), reverse=True):
         if point.startswith(str(root)):
             try:
                 umount(point, lazy=True)
             except OSError:
                 pass
-    for pid in erofsd_processes(str(state)):  # the holder, FUSE workers
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+
+
+def sweep(root: Path, state: Path) -> None:
+    """Whatever a test's daemon left: mounts under ``root``, processes of ``state``."""
+    unmount_under(root)
+    kill_all(erofsd_processes(str(state)))  # the holder, FUSE workers
