@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from erofsd.erofs.builder import Layer
+from erofsd.erofs.codec import Compression
 from erofsd.erofs.dirlayer import read_dir_layer
+from erofsd.images import export_kernel_files, open_image
 from erofsd.kernel.mount import mount_erofs, umount
 from erofsd.oci.image import build_to_layout
 from erofsd.oci.reference import LayoutRef
@@ -26,12 +28,20 @@ def kernel_mounted(bootstrap: str, devices: list[str]) -> Iterator[Path]:
         os.rmdir(target)
 
 
-def build_layers(layer_dirs, out: Path, tag: str = "latest", chunk_size: int = 1 << 20):
+def build_layers(layer_dirs, out: Path, tag: str = "latest", chunk_size: int = 1 << 20,
+                 compression: Compression | None = Compression()):
     layers = []
     for d in layer_dirs:
         tree, contents = read_dir_layer(d)
         layers.append(Layer(tree, contents, str(d)))
-    return build_to_layout(layers, LayoutRef(str(out), tag), chunk_size=chunk_size)
+    return build_to_layout(layers, LayoutRef(str(out), tag), chunk_size=chunk_size,
+                           compression=compression)
+
+
+def kernel_files(ref: str, dest: Path) -> tuple[str, list[str]]:
+    """An image's bootstrap and blob data as files the kernel and fsck.erofs take."""
+    with open_image(ref) as opened:
+        return export_kernel_files(opened, str(dest))
 
 
 def as_legacy(layout_dir: Path, tag: str, legacy_tag: str) -> str:

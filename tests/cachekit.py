@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -10,8 +11,11 @@ from pathlib import Path
 from builds import build_layers
 from erofsd.cache.blob import CacheTuning
 from erofsd.cache.store import BlobCache
+from erofsd.erofs.codec import Compression
+from erofsd.erofs.readat import BytesReadAt
+from erofsd.erofs.storedblob import DecodedBlob
 from erofsd.errors import SourceError
-from erofsd.oci.image import ErofsdManifest
+from erofsd.oci.image import ErofsdManifest, check_chunk_table
 from erofsd.oci.layout import OciLayout
 from erofsd.oci.source import LayoutSource
 
@@ -54,12 +58,13 @@ class CountingSource:
 
 
 def forty_chunk_image(root: Path) -> dict:
-    """One layer of 40 files x 64 KiB of distinct bytes, 64 KiB chunks (40 chunk entries)."""
+    """One layer of 40 files x 64 KiB of distinct bytes, 64 KiB chunks (40 chunk entries),
+    uncompressed (as releases before compression wrote it: the blob is the data)."""
     src = root / "src"
     src.mkdir()
     for i in range(40):
         (src / f"f{i:02d}").write_bytes(os.urandom(64 * 1024))
-    build_layers([src], root / "layout", chunk_size=64 * 1024)
+    build_layers([src], root / "layout", chunk_size=64 * 1024, compression=None)
     layout = OciLayout.open(root / "layout")
     desc = layout.resolve("latest")
     manifest = ErofsdManifest.parse(layout.read_blob(desc.digest), desc.digest)
@@ -71,3 +76,34 @@ def open_blob(image, state, source=None, **tuning):
     cache = BlobCache(state, CacheTuning(**{"readahead": 0, **tuning}))
     source = source or CountingSource(LayoutSource(image["layout"]))
     return cache, cache.acquire("erofs,t", image["ref"], [source]), source
+
+
+def text(seed: int, size: int) -> bytes:
+    """Bytes that compress about 3:1, different for every seed."""
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randrange(2, 7)).hex().encode() for _ in range(400)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words) + b" "
+    return bytes(out[:size])
+
+
+def compressed_image(root: Path, frame_size: int = 0) -> dict:
+    """One layer: 40 files x 64 KiB of text (64 KiB chunks, one zstd frame each unless
+    ``frame_size`` packs them) then 16 small files of 3 KiB."""
+    src = root / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}").write_bytes(text(i, 64 * 1024))
+    for i in range(16):
+        (src / f"s{i:02d}").write_bytes(text(100 + i, 3000))
+    build_layers([src], root / "layout", chunk_size=64 * 1024,
+                 compression=Compression(level=3, frame_size=frame_size))
+    layout = OciLayout.open(root / "layout")
+    desc = layout.resolve("latest")
+    manifest = ErofsdManifest.parse(layout.read_blob(desc.digest), desc.digest)
+    ref = manifest.blobs[0]
+    blob = layout.blob_path(ref.digest).read_bytes()
+    table = check_chunk_table(blob[ref.table_offset:], ref)
+    data = DecodedBlob(BytesReadAt(blob), table).read_at(0, ref.data_size)
+    return {"layout": layout, "ref": ref, "src": src, "table": table, "data": data}

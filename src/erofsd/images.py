@@ -22,7 +22,8 @@ from .domain import default_fsid, validate_name, volume_of
 from .erofs.chunktable import ChunkTable
 from .erofs.image import Image
 from .erofs.readat import BytesReadAt, FileReadAt, ReadAt
-from .errors import ErofsdError, IntegrityError, InvalidArgument, NotFound
+from .erofs.storedblob import DecodedBlob
+from .errors import AlreadyExists, ErofsdError, IntegrityError, InvalidArgument, NotFound
 from .oci.image import ErofsdManifest, load_chunk_table
 from .oci.layout import OciLayout
 from .oci.manifest import select_manifest
@@ -55,7 +56,9 @@ class ReadOptions:
 class OpenedImage:
     name: str
     image: Image = None  # type: ignore[assignment]  # set once opening succeeds
-    blobs: list[ReadAt] = dataclasses.field(default_factory=list)
+    blobs: list[ReadAt] = dataclasses.field(default_factory=list)  # the data the kernel reads
+    stored: list[ReadAt] | None = None  # a local layout's blobs as they travel
+    bootstrap: ReadAt | None = None
     manifest: ErofsdManifest | None = None
     volume: str | None = None  # when read through the cache
     tables: list[ChunkTable] | None = None
@@ -63,9 +66,9 @@ class OpenedImage:
 
     def chunk_tables(self) -> list[ChunkTable] | None:
         """Each blob's verified chunk table; None for raw images, which have none."""
-        if self.tables is None and self.manifest is not None:
+        if self.tables is None and self.manifest is not None and self.stored is not None:
             self.tables = [load_chunk_table(blob, ref)
-                           for blob, ref in zip(self.blobs, self.manifest.blobs, strict=True)]
+                           for blob, ref in zip(self.stored, self.manifest.blobs, strict=True)]
         return self.tables
 
     def close(self) -> None:
@@ -122,6 +125,7 @@ def _open_raw(path: str, devices: Sequence[str]) -> OpenedImage:
             files.append(_open_file(device, "device"))
             opened._cleanup.append(files[-1].close)
         opened.blobs = list(files[1:])
+        opened.bootstrap = files[0]
         opened.image = Image(files[0], files[1:] if devices else None)
 
     return _closing_on_error(opened, build)
@@ -151,17 +155,21 @@ def _open_layout(spec: str) -> OpenedImage:
     manifest = ErofsdManifest.parse(raw, descriptor.digest)
     bootstrap = read_verified_bootstrap(str(layout.blob_path(manifest.bootstrap.digest)),
                                         manifest.bootstrap.digest, manifest.bootstrap.size)
-    opened = OpenedImage(str(ref), manifest=manifest)
+    opened = OpenedImage(str(ref), manifest=manifest, stored=[])
 
     def build() -> None:
         for blob in manifest.blobs:
             f = _open_file(str(layout.blob_path(blob.digest)), f"blob {blob.digest}")
             opened._cleanup.append(f.close)
-            opened.blobs.append(f)
+            opened.stored.append(f)
             if f.size != blob.size:
                 raise IntegrityError(f"blob {blob.digest} is {f.size} bytes, manifest says "
                                      f"{blob.size}")
-        opened.image = Image(BytesReadAt(bootstrap), opened.blobs)
+        for f, ref, table in zip(opened.stored, manifest.blobs, opened.chunk_tables(),
+                                 strict=True):
+            opened.blobs.append(DecodedBlob(f, table) if ref.compressed else f)
+        opened.bootstrap = BytesReadAt(bootstrap)
+        opened.image = Image(opened.bootstrap, opened.blobs)
 
     return _closing_on_error(opened, build)
 
@@ -217,6 +225,39 @@ def open_resolved(resolved: ResolvedImage, cache: BlobCache, volume: str) -> Ope
             opened._cleanup.append(lambda blob=blob: cache.release(blob))
             opened.blobs.append(blob)
         opened.tables = [b.table for b in opened.blobs]  # verified when the cookie opened
+        opened.bootstrap = bootstrap
         opened.image = Image(bootstrap, opened.blobs)
 
     return _closing_on_error(opened, build)
+
+
+def export_kernel_files(opened: OpenedImage, dest: str,
+                        progress: Callable[[int], None] | None = None) -> tuple[str, list[str]]:
+    """Write the bootstrap and each blob's data (uncompressed, every digest checked) into
+    ``dest``, new or empty: what ``mount -t erofs -o device=...`` and fsck.erofs take
+    without the daemon. Returns their paths; a blob's file is named by its device tag."""
+    tables = opened.chunk_tables()
+    if opened.bootstrap is None or tables is None or opened.manifest is None:
+        raise InvalidArgument(f"{opened.name} is not an erofsd image: its files are already "
+                              "what the kernel mounts")
+    os.makedirs(dest, exist_ok=True)
+    if os.listdir(dest):
+        raise AlreadyExists(f"{dest} is not empty")
+    bootstrap = os.path.join(dest, "bootstrap")
+    with open(bootstrap, "wb") as f:
+        f.write(opened.bootstrap.read_at(0, opened.bootstrap.size))
+    devices = []
+    for i, (ref, table) in enumerate(zip(opened.manifest.blobs, tables, strict=True)):
+        path = os.path.join(dest, ref.digest.split(":", 1)[1])
+        with open(path, "wb") as f:
+            for index, frame in enumerate(table.frames):
+                if opened.stored is not None:
+                    stored = opened.stored[i].read_at(frame.stored_offset, frame.stored_length)
+                    data = table.open_frame(index, stored)
+                else:  # through the cache, which verifies what it fetches
+                    data = opened.blobs[i].read_at(frame.offset, frame.length)
+                f.write(data)
+                if progress:
+                    progress(len(data))
+        devices.append(path)
+    return bootstrap, devices

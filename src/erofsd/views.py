@@ -25,13 +25,18 @@ def print_inspect(info: dict) -> None:
                   f"{counts['symlinks']} symlinks, {counts['others']} other")
     if info["devices"]:
         table = Table(title="blob devices", title_justify="left")
-        for column in ("#", "tag", "blocks", "blob size"):
-            table.add_column(column, justify="right" if column != "tag" else "left")
+        for column in ("#", "tag", "blocks", "stored", "data", "compression"):
+            table.add_column(column, justify="left" if column in ("tag", "compression")
+                             else "right")
         blobs = info.get("blobs") or [{}] * len(info["devices"])
         for device, blob in zip(info["devices"], blobs, strict=True):
-            size = format_size(blob["size"]) if "size" in blob else "-"
+            stored = format_size(blob["size"]) if "size" in blob else "-"
+            data = format_size(blob["data_size"]) if "data_size" in blob else "-"
+            coding = blob.get("compression", "-")
+            if "frames" in blob and blob["compression"] != "none":
+                coding += f", {blob['chunks']} chunks in {blob['frames']} frames"
             table.add_row(str(device["device"]), device["tag"] or "(empty)",
-                          str(device["blocks"]), size)
+                          str(device["blocks"]), stored, data, coding)
         console.print(table)
 
 
@@ -41,12 +46,13 @@ def print_cache(volumes) -> None:
         console.print("the cache is empty")
         return
     table = Table()
-    for column in ("volume", "blob", "size", "cached", "fetched", "on disk", "in use"):
+    for column in ("volume", "blob", "stored", "data", "cached", "fetched", "on disk", "in use"):
         table.add_column(column, justify="left" if column in ("volume", "blob") else "right")
     for volume in volumes:
         for blob in volume.blobs:
             table.add_row(volume.volume, blob.blob[:19] + "…", format_size(blob.size),
-                          format_size(blob.cached_bytes), format_size(blob.fetched_bytes),
+                          format_size(blob.data_size), format_size(blob.cached_bytes),
+                          format_size(blob.fetched_bytes),
                           format_size(blob.disk_bytes), "yes" if blob.in_use else "")
     console.print(table)
 
@@ -71,10 +77,11 @@ def print_status(view: dict) -> None:
         domains.add_row(d["domain_id"], str(d["mounts"]), str(d["cookies"]))
     console.print(domains)
     cookies = Table(title="cookies", title_justify="left")
-    for column in ("volume", "blob", "refs", "size", "cached", "fetched", "read"):
+    for column in ("volume", "blob", "refs", "stored", "data", "cached", "fetched", "read"):
         cookies.add_column(column, justify="right" if column not in ("volume", "blob") else "left")
     for c in view["cookies"]:
         cookies.add_row(c["volume"], c["blob"][:19] + "…", str(c["refcount"]),
-                        format_size(c.get("size", 0)), format_size(c.get("cached_bytes", 0)),
+                        format_size(c.get("size", 0)), format_size(c.get("data_size", 0)),
+                        format_size(c.get("cached_bytes", 0)),
                         format_size(c.get("fetched_bytes", 0)), format_size(c.get("read_bytes", 0)))
     console.print(cookies)

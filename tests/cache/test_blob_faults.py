@@ -1,6 +1,7 @@
 """Faults between the cache and the registry: never a wrong byte, never one cached.
 
-A fault proxy sits in front of a real docker-registry. Thousands of random
+A fault proxy sits in front of a real docker-registry, serving an image
+with compressed and raw frames. Thousands of random
 reads go through it; each returns exactly the right bytes or fails with an
 ErofsdError, and afterwards every chunk the cache holds verifies.
 """
@@ -17,6 +18,7 @@ import pytest
 
 from builds import build_layers
 from erofsd.cache.presentmap import PresentMap
+from erofsd.erofs import codec
 from erofsd.erofs.chunktable import ChunkTable
 from erofsd.errors import ErofsdError
 from erofsd.images import ReadOptions, open_image
@@ -35,14 +37,27 @@ def pushed(registry, tmp_path_factory):
     src = root / "src"
     src.mkdir()
     rng = random.Random(9)
-    for i in range(60):
-        (src / f"file{i:02d}").write_bytes(rng.randbytes(rng.randrange(1, 200_000)))
-    (src / "big").write_bytes(rng.randbytes(3 << 20))
+    for i in range(60):  # half compress well (zstd frames), half not at all (raw frames)
+        size = rng.randrange(1, 200_000)
+        (src / f"file{i:02d}").write_bytes(compressible(rng, size) if i % 2 else
+                                           rng.randbytes(size))
+    (src / "big").write_bytes(compressible(rng, 3 << 19) + rng.randbytes(3 << 19))
     build_layers([src], root / "layout", chunk_size=16 * 1024)
+    with open_image(f"oci:{root / 'layout'}") as opened:
+        codecs = {f.codec for f in opened.chunk_tables()[0].frames}
+    assert codecs == {codec.RAW, codec.ZSTD}
     push(parse_layout_ref(f"oci:{root / 'layout'}"),
          parse_registry_ref(registry.ref("faults/img")), Transport(insecure=True))
     files = {p.name: p.read_bytes() for p in src.iterdir()}
     return {"files": files, "repo": "faults/img"}
+
+
+def compressible(rng: random.Random, size: int) -> bytes:
+    words = [rng.randbytes(rng.randrange(2, 9)).hex().encode() for _ in range(300)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words) + b" "
+    return bytes(out[:size])
 
 
 @pytest.fixture

@@ -71,7 +71,8 @@ def test_seed_flow(daemon, pushed_family, family_snapshots, mode):
     assert_same_tree(snapshot_dir(daemon.mountpoint("a-d2")), family_snapshots["a"])
     d2_base = cookies(client.status())[("erofs,d2", base)]
     assert d2_base["refcount"] == 1
-    assert manifest_a.blobs[0].data_size <= d2_base["fetched_bytes"] <= d2_base["size"]
+    assert d2_base["compressed"] and d2_base["data_size"] == manifest_a.blobs[0].data_size
+    assert d2_base["fetched_bytes"] == d2_base["size"]  # all of it, once, compressed
 
     # 5. A with no domain: the private volume erofs,<fsid>; a second private mount fails
     private = client.mount(a, daemon.mountpoint("a-private"), mode=mode, insecure=True)

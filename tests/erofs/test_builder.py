@@ -88,9 +88,11 @@ def test_manifest_device_table_and_chunk_tables_agree(tmp_path):
     with open_image(f"oci:{tmp_path / 'out'}") as opened:
         slots = opened.image.slots
         assert [s.tag_text for s in slots] == [b.digest[7:] for b in opened.manifest.blobs]
-        for slot, blob, reader in zip(slots, opened.manifest.blobs, opened.blobs, strict=True):
+        for slot, blob, stored in zip(slots, opened.manifest.blobs, opened.stored, strict=True):
             assert slot.blocks * 4096 == blob.data_size
-            assert load_chunk_table(reader, blob).data_size == blob.data_size
+            table = load_chunk_table(stored, blob)
+            assert table.data_size == blob.data_size and table.stored_size == blob.table_offset
+            assert blob.compressed and table.compressed  # the default
 
 
 def test_several_tags_in_one_layout(tmp_path):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from builds import build_layers, kernel_mounted
+from builds import build_layers, kernel_files, kernel_mounted
 from erofsd.erofs.builder import Layer, build
+from erofsd.erofs.codec import Compression
 from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.images import open_image
 from erofsd.oci.image import ErofsdManifest
@@ -20,9 +21,12 @@ from treeutil import assert_same_tree, expected_merge, snapshot_dir, snapshot_im
 
 
 def _paths(layout_dir: Path, tag: str = "latest") -> tuple[str, list[str]]:
+    """The files the kernel takes: an uncompressed image's own, else exported beside it."""
     layout = OciLayout.open(layout_dir)
     desc = layout.resolve(tag)
     manifest = ErofsdManifest.parse(layout.read_blob(desc.digest), desc.digest)
+    if any(b.compressed for b in manifest.blobs):
+        return kernel_files(f"oci:{layout_dir}:{tag}", layout_dir.with_name("kernel-files"))
     return (str(layout.blob_path(manifest.bootstrap.digest)),
             [str(layout.blob_path(b.digest)) for b in manifest.blobs])
 
@@ -34,9 +38,9 @@ def _fsck(bootstrap: str, devices: list[str]) -> None:
 
 
 def check_build(layer_dirs: list[Path], out: Path, *, chunk_size: int = 1 << 20,
-                expected=None) -> None:
+                expected=None, compression: Compression | None = Compression()) -> None:
     """Build, then: fsck passes, the kernel mount and our reader both equal the source."""
-    build_layers(layer_dirs, out, chunk_size=chunk_size)
+    build_layers(layer_dirs, out, chunk_size=chunk_size, compression=compression)
     expected = expected if expected is not None else expected_merge([str(d) for d in layer_dirs])
     bootstrap, devices = _paths(out)
     _fsck(bootstrap, devices)
@@ -55,10 +59,11 @@ def test_edge_tree_single_layer(tmp_path):
 
 @requires_kernel
 @requires_tool("fsck.erofs")
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_trees(tmp_path, seed):
+@pytest.mark.parametrize("seed, compression", [
+    (1, Compression()), (2, Compression(level=1, frame_size=0)), (3, None)])
+def test_random_trees(tmp_path, seed, compression):
     src = random_tree(tmp_path / "src", seed, entries=250)
-    check_build([src], tmp_path / "img", expected=snapshot_dir(src))
+    check_build([src], tmp_path / "img", expected=snapshot_dir(src), compression=compression)
 
 
 @requires_kernel
@@ -149,7 +154,7 @@ def test_small_block_images_mount_and_read_back(tmp_path, block_size):
     src = edge_tree(tmp_path / "src")
     tree, contents = read_dir_layer(src)
     result = build([Layer(tree, contents, str(src))], str(tmp_path), chunk_size=4096,
-                   block_size=block_size)
+                   block_size=block_size, compression=None)  # a raw blob: the kernel's bytes
     bootstrap = tmp_path / "bootstrap"
     bootstrap.write_bytes(result.bootstrap)
     blob = result.blobs[0].path

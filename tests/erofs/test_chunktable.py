@@ -1,15 +1,18 @@
-"""A blob's chunk table (chunktable.py): round trips, covering, refusals."""
+"""A blob's chunk table (chunktable.py): round trips, covering, frames, refusals."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from erofsd.erofs.chunktable import ChunkEntry, ChunkTable
-from erofsd.errors import CorruptImage
+from erofsd.erofs import codec
+from erofsd.erofs.chunktable import FRAME, ChunkEntry, ChunkTable, Frame
+from erofsd.errors import CorruptImage, IntegrityError
 
 
 @given(st.lists(st.integers(1, 300), max_size=50))
@@ -38,3 +41,93 @@ def test_chunk_table_rejects_gaps_and_bad_sizes():
         ChunkTable.unpack(good.pack()[:-1])
     with pytest.raises(CorruptImage, match="magic"):
         ChunkTable.unpack(b"X" + good.pack()[1:])
+
+
+def _framed(blocks: list[int], sizes: list[int]) -> tuple[ChunkTable, bytes]:
+    """A v2 table whose chunks (``blocks`` blocks each, distinct bytes) go into frames of
+    ``sizes`` chunks each, every frame zstd-coded; and the stored bytes of those frames."""
+    data = b"".join(bytes([i + 1]) * (n * 4096) for i, n in enumerate(blocks))
+    entries, offset = [], 0
+    for n in blocks:
+        piece = data[offset:offset + n * 4096]
+        entries.append(ChunkEntry(offset, len(piece), hashlib.sha256(piece).digest()))
+        offset += len(piece)
+    frames, stored, first = [], b"", 0
+    for count in sizes:
+        start, end = entries[first].offset, entries[first + count - 1].end
+        code, packed = codec.encode(data[start:end], 3)
+        frames.append(Frame(first, first + count, start, end - start, len(stored), len(packed),
+                            code, hashlib.sha256(packed).digest()))
+        stored += packed
+        first += count
+    return ChunkTable(tuple(entries), tuple(frames)), stored
+
+
+@given(st.lists(st.integers(1, 8), min_size=1, max_size=30), st.randoms())
+def test_framed_table_round_trip_and_frame_of(blocks, rng):
+    sizes, left = [], len(blocks)
+    while left:
+        sizes.append(rng.randint(1, left))
+        left -= sizes[-1]
+    table, stored = _framed(blocks, sizes)
+    again = ChunkTable.unpack(table.pack(), table.data_size, len(stored))
+    assert again == table and again.version == 2 and again.stored_size == len(stored)
+    for index, frame in enumerate(table.frames):
+        assert [table.frame_of(i) for i in frame.chunks] == [index] * len(frame.chunks)
+        piece = stored[frame.stored_offset:frame.stored_end]
+        data = table.open_frame(index, piece)
+        assert all(table.verify(i, data[table.entries[i].offset - frame.offset:
+                                         table.entries[i].end - frame.offset])
+                   for i in frame.chunks)
+
+
+def test_a_version_1_table_is_one_raw_frame_per_chunk():
+    table = ChunkTable((ChunkEntry(0, 4096, hashlib.sha256(bytes(4096)).digest()),))
+    assert table.version == 1 and not table.compressed and table.stored_size == 4096
+    assert table.pack()[:8] == b"ERFSDCT1" and ChunkTable.unpack(table.pack()) == table
+    assert table.open_frame(0, bytes(4096)) == bytes(4096)
+    with pytest.raises(IntegrityError, match="chunk at 0"):
+        table.open_frame(0, b"\1" * 4096)
+
+
+def test_a_frame_is_checked_before_and_after_it_is_decoded():
+    table, stored = _framed([2, 1, 3], [2, 1])
+    frame = table.frames[0]
+    piece = stored[frame.stored_offset:frame.stored_end]
+    with pytest.raises(IntegrityError, match="stored byte 0 does not match"):
+        table.open_frame(0, bytes([piece[0] ^ 1]) + piece[1:])
+    with pytest.raises(IntegrityError, match="does not match"):
+        table.open_frame(0, piece[:-1])
+    # a table that lies about what a frame's chunks hold, with the stored digest right
+    liar = ChunkTable((dataclasses.replace(table.entries[0], digest=bytes(32)),
+                       *table.entries[1:]), table.frames)
+    with pytest.raises(IntegrityError, match="chunk at 0 does not match"):
+        liar.open_frame(0, piece)
+
+
+def test_bad_frames_are_refused():
+    table, stored = _framed([1, 1, 1], [2, 1])
+    raw = table.pack()
+    frames_at = 16 + 3 * 48
+
+    def patched(index: int, **fields) -> bytes:
+        values = dict(zip(("first", "count", "stored_offset", "stored_length", "codec",
+                           "digest"), FRAME.unpack_from(raw, frames_at + index * 56), strict=True))
+        values.update(fields)
+        frame = FRAME.pack(*values.values())
+        at = frames_at + index * 56
+        return raw[:at] + frame + raw[at + 56:]
+
+    for damaged, message in (
+            (patched(1, first=1), "not from chunk 2"),
+            (patched(0, count=0), "not from chunk 0"),
+            (patched(1, count=2), "not from chunk 2"),
+            (patched(1, stored_offset=0), "not contiguous"),
+            (patched(0, stored_length=0), "not contiguous"),
+            (patched(0, codec=7), "unknown codec 7"),
+            (patched(0, codec=codec.RAW), "cannot be raw"),
+            (raw[:12] + (1).to_bytes(4, "little") + raw[16:frames_at + 56], "hold 2 of 3")):
+        with pytest.raises(CorruptImage, match=message):
+            ChunkTable.unpack(damaged)
+    with pytest.raises(CorruptImage, match="the table begins at 7"):
+        ChunkTable.unpack(raw, table.data_size, 7)

@@ -45,7 +45,7 @@ def small_image(tmp_path_factory) -> tuple[bytes, list[bytes]]:
     (src / "link").symlink_to("file")
     import os
     os.setxattr(src / "file", "user.k", b"v")
-    build_layers([src], base / "img")
+    build_layers([src], base / "img", compression=None)  # blobs that are the kernel's bytes
     with open_image(f"oci:{base / 'img'}") as opened:
         manifest = opened.manifest
         layout_blobs = base / "img" / "blobs" / "sha256"

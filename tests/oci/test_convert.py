@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from builds import kernel_mounted
+from builds import kernel_files, kernel_mounted
 from erofsd.errors import BuildError, IntegrityError
 from erofsd.images import open_image
-from erofsd.oci.convert import SOURCE_LAYER, convert
+from erofsd.oci.convert import SOURCE_LAYER, BlobSettings, convert
 from erofsd.oci.layout import OciLayout
 from imagekit import (
     TarBuilder,
@@ -32,13 +32,6 @@ from skips import requires_kernel, requires_tool
 from treeutil import assert_same_tree, snapshot_dir, snapshot_image
 
 pytestmark = requires_tool("umoci")
-
-
-def converted_paths(ref: str) -> tuple[str, list[str]]:
-    with open_image(ref) as opened:
-        layout = OciLayout.open(ref.removeprefix("oci:").rsplit(":", 1)[0])
-        return (str(layout.blob_path(opened.manifest.bootstrap.digest)),
-                [str(layout.blob_path(b.digest)) for b in opened.manifest.blobs])
 
 
 def three_way(source: str | Path, converted: str, tmp: Path, *, ignore_paths=(),
@@ -60,7 +53,7 @@ def three_way(source: str | Path, converted: str, tmp: Path, *, ignore_paths=(),
     with open_image(converted) as opened:
         ours = snapshot_image(opened.image)
     assert_same_tree(clean(ours), expected, ignore=ignore)
-    bootstrap, devices = converted_paths(converted)
+    bootstrap, devices = kernel_files(converted, tmp / "kernel-files")
     with kernel_mounted(bootstrap, devices) as mnt:
         assert_same_tree(clean(snapshot_dir(mnt)), expected, ignore=ignore)
     return ours
@@ -199,7 +192,7 @@ def test_symlinks_are_0777_whatever_the_tar_header_says(tmp_path):
     convert(source, out, state_dir=tmp_path / "state")
     with open_image(out) as opened:
         assert opened.image.lookup("/link").mode == stat.S_IFLNK | 0o777
-    bootstrap, devices = converted_paths(out)
+    bootstrap, devices = kernel_files(out, tmp_path / "kernel-files")
     with kernel_mounted(bootstrap, devices) as mnt:
         assert os.lstat(mnt / "link").st_mode == stat.S_IFLNK | 0o777
         assert os.readlink(mnt / "link") == "target"
@@ -281,7 +274,8 @@ def test_device_nodes_refused_in_a_rootless_tree(tmp_path):
     layer = TarBuilder().device("dev/null", tarfile.CHRTYPE, 1, 3).bytes()
     source = write_image(tmp_path / "src", "t", [layer])
     with pytest.raises(BuildError, match="rootless"):
-        convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "s", rootless=True)
+        convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "s",
+                settings=BlobSettings(rootless=True))
     convert(source, f"oci:{tmp_path / 'out'}:t", state_dir=tmp_path / "s")  # as data: fine
 
 

@@ -1,9 +1,12 @@
 """One cached blob (a cookie's object): lazy, verified, shared, accounted.
 
-``read_at`` serves the kernel-visible blob (the data before the chunk
-table). Missing chunks are fetched from the sources, each verified
-against its sha256 from the chunk table, written, and only then marked
-present. Within a process, concurrent misses on a chunk make one fetch
+``read_at`` serves the kernel-visible blob: the data, uncompressed,
+block-aligned, followed in the cache file by the chunk table. Missing
+chunks are fetched from the sources as the frames that hold them (raw or
+compressed, chunktable.py), each frame's stored bytes verified against
+its sha256 before they are decoded, each chunk against its own after,
+written, and only then marked present. Within a process, concurrent
+misses on a frame make one fetch
 (single flight); across processes, byte-range locks on the present map
 do the same. Adjacent misses merge into one request up to
 ``merge_limit``, and a miss that continues a sequential stream reads ahead
@@ -186,41 +189,53 @@ class CachedBlob:
         self.pmap.close()
 
     # -- fetching -------------------------------------------------------------
+    #
+    # The unit of fetching is the frame (chunktable.py): a run of chunks whose
+    # stored bytes travel, are verified and are decoded together. Single flight,
+    # merging and readahead all count frames and their stored (compressed) bytes;
+    # presence stays per chunk.
+
+    def _frame_present(self, index: int) -> bool:
+        frame = self.table.frames[index]
+        return all(self.pmap.is_present(i) for i in frame.chunks)
 
     def _ensure(self, wanted: range) -> dict[int, bytes]:
         """Make ``wanted`` present; returns verified chunks it was not allowed to store."""
         unstored: dict[int, bytes] = {}
+        frame_of = self.table.frame_of
         while True:
             with self._lock:
                 missing = [i for i in wanted if not self.pmap.is_present(i)
                            and i not in unstored]
                 if not missing:
                     return unstored
-                mine = [i for i in missing if i not in self._inflight]
-                waits = {self._inflight[i] for i in missing if i in self._inflight}
+                frames = sorted({frame_of(i) for i in missing})
+                mine = [f for f in frames if f not in self._inflight]
+                waits = {self._inflight[f] for f in frames if f in self._inflight}
                 if mine:
-                    window = self._window(wanted.start, mine)
+                    window = self._window(frame_of(wanted.start), mine)
                     if window:
-                        mine += self._readahead(max(wanted.stop, mine[-1] + 1), window)
+                        after = max(frame_of(wanted.stop - 1), mine[-1]) + 1
+                        mine += self._readahead(after, window)
                     self._streams[mine[-1] + 1] = window
                     if len(self._streams) > STREAMS:
                         self._streams.popitem(last=False)
                 event = threading.Event()
-                for i in mine:
-                    self._inflight[i] = event
+                for f in mine:
+                    self._inflight[f] = event
             if mine:
                 try:
                     self._fetch(mine, unstored)
                 finally:
                     with self._lock:
-                        for i in mine:
-                            del self._inflight[i]
+                        for f in mine:
+                            del self._inflight[f]
                     event.set()
             for other in waits:
                 other.wait()
 
     def _window(self, start: int, missing: list[int]) -> int:
-        """Readahead bytes for a miss: none unless it continues a stream.
+        """Readahead stored bytes for a miss: none unless it continues a stream.
 
         A stream's first continuation reads ahead twice the miss, each next one
         twice the last window, up to ``tuning.readahead``: a few small files
@@ -229,49 +244,54 @@ class CachedBlob:
         last = self._streams.pop(start, None)
         if last is None or not self.tuning.readahead:
             return 0
-        miss = sum(self.table.entries[i].length for i in missing)
+        miss = sum(self.table.frames[f].stored_length for f in missing)
         return min(self.tuning.readahead, max(2 * last, 2 * miss))
 
     def _readahead(self, start: int, budget: int) -> list[int]:
         extra = []
-        i = start
-        entries = self.table.entries
-        while budget > 0 and i < len(entries) and not self.pmap.is_present(i) \
-                and i not in self._inflight:
-            extra.append(i)
-            budget -= entries[i].length
-            i += 1
+        f = start
+        frames = self.table.frames
+        while budget > 0 and f < len(frames) and not self._frame_present(f) \
+                and f not in self._inflight:
+            extra.append(f)
+            budget -= frames[f].stored_length
+            f += 1
         return extra
 
     def _runs(self, indexes: list[int]) -> list[range]:
-        """Consecutive entries grouped into requests of at most merge_limit bytes."""
+        """Consecutive frames grouped into requests of at most merge_limit stored bytes."""
         runs: list[range] = []
-        entries = self.table.entries
+        frames = self.table.frames
         start = prev = indexes[0]
-        size = entries[start].length
-        for i in indexes[1:]:
-            if i == prev + 1 and size + entries[i].length <= self.tuning.merge_limit:
-                size += entries[i].length
+        size = frames[start].stored_length
+        for f in indexes[1:]:
+            if f == prev + 1 and size + frames[f].stored_length <= self.tuning.merge_limit:
+                size += frames[f].stored_length
             else:
                 runs.append(range(start, prev + 1))
-                start, size = i, entries[i].length
-            prev = i
+                start, size = f, frames[f].stored_length
+            prev = f
         runs.append(range(start, prev + 1))
         return runs
+
+    def _chunks_of(self, run: range) -> range:
+        frames = self.table.frames
+        return range(frames[run.start].first, frames[run.stop - 1].stop)
 
     def _fetch(self, indexes: list[int], unstored: dict[int, bytes]) -> None:
         store = self.writable()
         for run in self._runs(indexes):
+            chunks = self._chunks_of(run)
             if store:
-                with self.pmap.locked(run.start, run.stop):
-                    self.pmap.refresh(run.start, run.stop)  # another process may have it now
-                    self._fetch_run([i for i in run if not self.pmap.is_present(i)], None)
+                with self.pmap.locked(chunks.start, chunks.stop):
+                    self.pmap.refresh(chunks.start, chunks.stop)  # another process may have it
+                    self._fetch_run([f for f in run if not self._frame_present(f)], None)
             else:
-                self._read_through_owner(list(run), unstored)
+                self._read_through_owner(chunks, unstored)
 
-    def _read_through_owner(self, todo: list[int], unstored: dict[int, bytes]) -> None:
+    def _read_through_owner(self, todo: range, unstored: dict[int, bytes]) -> None:
         """Read chunks of an owned blob from its file (the owner fills them); verify."""
-        first, last = self.table.entries[todo[0]], self.table.entries[todo[-1]]
+        first, last = self.table.entries[todo.start], self.table.entries[todo.stop - 1]
         # A fresh fd: the kernel decides at open() whether reads of a file raise
         # pre-content events, and ours may predate the owner's mark.
         fd = os.open(self.data_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -279,62 +299,77 @@ class CachedBlob:
             data = os.pread(fd, last.end - first.offset, first.offset)
         finally:
             os.close(fd)
-        bad = []
+        bad: set[int] = set()
         for i in todo:
             entry = self.table.entries[i]
             piece = data[entry.offset - first.offset:entry.end - first.offset]
             if self.table.verify(i, piece):
                 unstored[i] = piece
             else:
-                bad.append(i)
+                bad.add(self.table.frame_of(i))
         if bad:
-            self._fetch_run(bad, unstored)
+            self._fetch_run(sorted(bad), unstored)
 
     def _fetch_run(self, todo: list[int], unstored: dict[int, bytes] | None) -> None:
-        """Fetch and verify ``todo``: stored, or kept in ``unstored`` when that is given."""
+        """Fetch and verify frames ``todo``: stored, or kept in ``unstored`` when given."""
         for attempt in range(VERIFY_ATTEMPTS):
             if not todo:
                 return
             todo = self._fetch_verified(todo, attempt, unstored)
         if todo:
+            frame = self.table.frames[todo[0]]
             raise IntegrityError(
-                f"blob {self.ref.digest}: chunk at {self.table.entries[todo[0]].offset} "
-                f"failed verification {VERIFY_ATTEMPTS} times; not using those bytes")
+                f"blob {self.ref.digest}: data at {frame.offset} (stored at "
+                f"{frame.stored_offset}) failed verification {VERIFY_ATTEMPTS} times; "
+                "not using those bytes")
 
     def _fetch_verified(self, todo: list[int], attempt: int,
                         unstored: dict[int, bytes] | None) -> list[int]:
-        """One fetch of each contiguous group in ``todo``; returns the entries still bad."""
+        """One fetch of each contiguous group in ``todo``; returns the frames still bad."""
         bad: list[int] = []
+        frames = self.table.frames
         for group in self._runs(todo):
-            first, last = self.table.entries[group.start], self.table.entries[group.stop - 1]
-            data = self._read_from_sources(first.offset, last.end - first.offset)
-            good_start = None
-            for i in group:
-                entry = self.table.entries[i]
-                piece = data[entry.offset - first.offset:entry.end - first.offset]
-                if self.table.verify(i, piece):
-                    if unstored is not None:
-                        unstored[i] = piece
-                        continue
-                    if good_start is None:
-                        good_start = i
+            start = frames[group.start].stored_offset
+            stored = self._read_from_sources(start, frames[group.stop - 1].stored_end - start)
+            good: list[bytes] = []  # decoded data of the good frames since the last bad one
+            good_start = group.start
+            for f in group:
+                frame = frames[f]
+                try:
+                    data = self.table.open_frame(
+                        f, stored[frame.stored_offset - start:frame.stored_end - start])
+                except IntegrityError as e:
+                    log.warning("blob %s: %s (attempt %d); refetching", self.ref.digest, e,
+                                attempt + 1)
+                    bad.append(f)
+                    self._keep(good_start, good, unstored)
+                    good, good_start = [], f + 1
                     continue
-                log.warning("blob %s chunk at %d failed verification (attempt %d); refetching",
-                            self.ref.digest, entry.offset, attempt + 1)
-                bad.append(i)
-                if good_start is not None:
-                    self._store(good_start, i, data, first.offset)
-                    good_start = None
-            if good_start is not None:
-                self._store(good_start, group.stop, data, first.offset)
+                good.append(data)
+            self._keep(good_start, good, unstored)
         return bad
 
-    def _store(self, first: int, stop: int, data: bytes, data_start: int) -> None:
-        """Write verified chunks [first, stop), then mark them; any failure marks nothing."""
-        start, end = self.table.entries[first].offset, self.table.entries[stop - 1].end
+    def _keep(self, first: int, decoded: list[bytes], unstored: dict[int, bytes] | None
+              ) -> None:
+        """Verified data of frames from ``first`` on: stored, or its chunks kept in memory."""
+        if not decoded:
+            return
+        frames, entries = self.table.frames, self.table.entries
+        chunks = range(frames[first].first, frames[first + len(decoded) - 1].stop)
+        if unstored is None:
+            self._store(chunks, decoded[0] if len(decoded) == 1 else b"".join(decoded))
+            return
+        base = entries[chunks.start].offset
+        data = b"".join(decoded)
+        for i in chunks:
+            unstored[i] = data[entries[i].offset - base:entries[i].end - base]
+
+    def _store(self, chunks: range, data: bytes) -> None:
+        """Write verified chunks, then mark them; any failure marks nothing."""
+        start = self.table.entries[chunks.start].offset
         try:
-            pwrite_all(self._fd, memoryview(data)[start - data_start:end - data_start], start)
-            self.pmap.mark(first, stop)
+            pwrite_all(self._fd, data, start)
+            self.pmap.mark(chunks.start, chunks.stop)
         except OSError as e:
             log.error("cache write failed for %s in %s at %d: %s", self.ref.digest,
                       self.volume, start, e.strerror)

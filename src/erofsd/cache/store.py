@@ -29,7 +29,7 @@ from pathlib import Path
 from ..erofs.chunktable import ChunkTable
 from ..errors import CacheError, CorruptImage, IntegrityError
 from ..oci.descriptor import sha256_digest
-from ..oci.image import BlobRef
+from ..oci.image import BlobRef, check_chunk_table
 from ..oci.source import BlobSource
 from ..posixio import pwrite_all
 from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
@@ -60,7 +60,8 @@ def volume_dirname(key: str) -> str:
 @dataclasses.dataclass
 class BlobListing:
     blob: str
-    size: int
+    size: int  # as stored in the registry (compressed or not)
+    data_size: int  # as cached: what the kernel reads
     cached_bytes: int
     fetched_bytes: int
     disk_bytes: int
@@ -181,17 +182,17 @@ class BlobCache:
         pmap = None
         try:
             size = os.fstat(data_fd).st_size
-            if size > ref.size:
+            if size > ref.cache_size:
                 raise CorruptImage(f"cache file {data_path} is larger than its blob")
-            if size < ref.size:
-                os.ftruncate(data_fd, ref.size)
+            if size < ref.cache_size:
+                os.ftruncate(data_fd, ref.cache_size)
             if os.path.exists(map_path):
                 pmap = PresentMap.from_fd(map_path, _open_locked_shared(map_path, os.O_RDWR))
             table, fetched = self._table(data_fd, ref, sources, pmap)
             if pmap is None:
-                PresentMap.create(map_path, len(table.entries), ref.size, ref.data_size)
+                PresentMap.create(map_path, len(table.entries), ref.cache_size, ref.data_size)
                 pmap = PresentMap.from_fd(map_path, _open_locked_shared(map_path, os.O_RDWR))
-            pmap.check_fits(len(table.entries), ref.size, ref.data_size)
+            pmap.check_fits(len(table.entries), ref.cache_size, ref.data_size)
             if os.stat(data_path).st_ino != os.fstat(data_fd).st_ino:  # GC raced us
                 raise FileNotFoundError(errno.ENOENT, "removed while opening", data_path)
             pmap.update_header(table_present=True, add_fetched=fetched,
@@ -208,15 +209,17 @@ class BlobCache:
     @staticmethod
     def _table(data_fd: int, ref: BlobRef, sources: Sequence[BlobSource],
                pmap: PresentMap | None) -> tuple[ChunkTable, int]:
-        """The verified chunk table: from the cache file if there, else fetched and stored."""
+        """The verified chunk table: from the cache file if there, else fetched and stored.
+
+        The cache file keeps it right after the data, wherever the stored blob has it."""
         if pmap is not None and pmap.header.table_present:
             raw = os.pread(data_fd, ref.table_size, ref.data_size)
             if sha256_digest(raw) == ref.table_digest:
-                return ChunkTable.unpack(raw, ref.data_size), 0
+                return check_chunk_table(raw, ref), 0
             log.warning("cached chunk table of %s is damaged; fetching it again", ref.digest)
         fetched = 0
         for attempt in range(VERIFY_ATTEMPTS):
-            raw = read_from_sources(sources, ref.digest, ref.data_size, ref.table_size)
+            raw = read_from_sources(sources, ref.digest, ref.table_offset, ref.table_size)
             fetched += len(raw)
             if sha256_digest(raw) == ref.table_digest:
                 break
@@ -224,7 +227,7 @@ class BlobCache:
                         attempt + 1)
         else:
             raise IntegrityError(f"chunk table of {ref.digest} never matched its digest")
-        table = ChunkTable.unpack(raw, ref.data_size)
+        table = check_chunk_table(raw, ref)
         try:
             pwrite_all(data_fd, raw, ref.data_size)
         except OSError as e:
@@ -275,19 +278,20 @@ class BlobCache:
         pmap = PresentMap.read_only(str(map_path))
         try:
             header = pmap.header
-            cached = 0
+            cached, size = 0, header.blob_size
             if header.table_present:
                 try:
                     with open(data_path, "rb") as f:
                         f.seek(header.data_size)
-                        table = ChunkTable.unpack(f.read(), header.data_size)
-                    cached = table.present_bytes(pmap.bytes)
+                        raw = f.read()
+                    table = ChunkTable.unpack(raw, header.data_size)
+                    cached, size = table.present_bytes(pmap.bytes), table.stored_size + len(raw)
                 except (OSError, ValueError, CorruptImage):
                     cached = 0
             in_use = not _try_lock(pmap.fd, fcntl.LOCK_EX)
             disk = sum(os.stat(p).st_blocks * 512 for p in (data_path, map_path)
                        if os.path.exists(p))
-            return BlobListing("sha256:" + data_path.name, header.blob_size, cached,
+            return BlobListing("sha256:" + data_path.name, size, header.data_size, cached,
                                header.fetched_bytes, disk, header.last_used, in_use)
         finally:
             pmap.close()

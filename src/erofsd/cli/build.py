@@ -6,23 +6,24 @@ import time
 
 import click
 
-from ..erofs.builder import DEFAULT_CHUNK_SIZE, Layer, check_chunk_size, total_file_bytes
+from ..erofs.builder import Layer, total_file_bytes
+from ..erofs.codec import Compression
 from ..erofs.dirlayer import read_dir_layer
 from ..oci.image import build_to_layout
 from ..oci.reference import LayoutRef, check_tag, parse_layout_ref
 from ..progress import progress_bar
-from ..sizes import format_size, parse_size
+from ..sizes import format_size
 from . import cli
-from .options import quiet_option
+from .options import blob_options, quiet_option
 
 
 @cli.command()
 @click.argument("layers", nargs=-1, required=True, metavar="LAYER_DIR... OUT")
 @click.option("--tag", "-t", default=None, help="Tag to write (default: latest).")
-@click.option("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), show_default=True,
-              help="Chunk size: a power of two >= 4096 (e.g. 1M, 64K).")
+@blob_options
 @quiet_option
-def build(layers: tuple[str, ...], tag: str | None, chunk_size: str, quiet: bool) -> None:
+def build(layers: tuple[str, ...], tag: str | None, chunk_size: int,
+          compression: Compression | None, quiet: bool) -> None:
     """Build an image from directory layers into an OCI layout OUT.
 
     One blob per layer, one merged tree: a later layer replaces an earlier
@@ -34,12 +35,12 @@ def build(layers: tuple[str, ...], tag: str | None, chunk_size: str, quiet: bool
     ref = parse_layout_ref(out if out.startswith("oci:") else f"oci:{out}")
     if tag is not None:
         ref = LayoutRef(ref.path, check_tag(tag))
-    size = check_chunk_size(parse_size(chunk_size))
     started = time.monotonic()
     trees = [Layer(*read_dir_layer(source), source) for source in sources]
     total = total_file_bytes(trees)
     with progress_bar("building", total, quiet) as advance:
-        descriptor = build_to_layout(trees, ref, chunk_size=size, progress=advance)
+        descriptor = build_to_layout(trees, ref, chunk_size=chunk_size, progress=advance,
+                                     compression=compression)
     if not quiet:
         click.echo(f"built {ref} ({descriptor.digest}) from {len(sources)} layer(s), "
                    f"{format_size(total)} of file data in {time.monotonic() - started:.2f}s")

@@ -7,12 +7,13 @@ import time
 import click
 
 from ..cache.store import default_state_dir
-from ..erofs.builder import DEFAULT_CHUNK_SIZE
+from ..erofs.codec import Compression
+from ..oci.convert import BlobSettings
 from ..oci.convert import convert as convert_image
 from ..progress import progress_bar
-from ..sizes import format_size, parse_size
+from ..sizes import format_size
 from . import cli
-from .options import insecure_option, quiet_option, state_dir_option
+from .options import blob_options, insecure_option, quiet_option, state_dir_option
 
 
 @cli.command()
@@ -20,8 +21,7 @@ from .options import insecure_option, quiet_option, state_dir_option
 @click.argument("destination")
 @click.option("--platform", default=None, metavar="OS/ARCH",
               help="Which manifest of an image index (default: linux and this machine).")
-@click.option("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), show_default=True,
-              help="Chunk size: a power of two >= 4096 (e.g. 1M, 64K).")
+@blob_options
 @click.option("--rootless", is_flag=True,
               help="The tree is for rootless containers: refuse device nodes.")
 @click.option("--twin", is_flag=True,
@@ -29,9 +29,9 @@ from .options import insecure_option, quiet_option, state_dir_option
 @insecure_option
 @state_dir_option
 @quiet_option
-def convert(source: str, destination: str, platform: str | None, chunk_size: str,
-            rootless: bool, twin: bool, insecure: bool, state_dir: str | None,
-            quiet: bool) -> None:
+def convert(source: str, destination: str, platform: str | None, chunk_size: int,
+            compression: Compression | None, rootless: bool, twin: bool, insecure: bool,
+            state_dir: str | None, quiet: bool) -> None:
     """Convert an OCI or Docker image into an erofsd image, one blob per layer.
 
     SOURCE and DESTINATION are oci:DIR[:TAG] or docker://HOST/REPO:TAG.
@@ -43,8 +43,8 @@ def convert(source: str, destination: str, platform: str | None, chunk_size: str
     started = time.monotonic()
     with progress_bar("converting", None, quiet) as bar:
         report = convert_image(source, destination, state_dir=state_dir or default_state_dir(),
-                               platform=platform, chunk_size=parse_size(chunk_size),
-                               insecure=insecure, rootless=rootless, twin=twin, progress=bar,
+                               platform=platform, insecure=insecure, twin=twin, progress=bar,
+                               settings=BlobSettings(chunk_size, compression, rootless),
                                on_total=bar.set_total if bar else None)
     if not quiet:
         click.echo(f"converted {source} to {destination} ({report.manifest.digest}): "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import click
 
+from ..erofs import codec
+from ..erofs.builder import check_chunk_size
 from ..images import ReadOptions
 from ..sizes import parse_size
 
@@ -47,4 +50,26 @@ def read_options(command):
                               readahead=parse_size(readahead) if readahead else None,
                               through_cache=source is click.core.ParameterSource.COMMANDLINE)
         return command(*args, options=options, **kwargs)
+    return wrapper
+
+
+def blob_options(command):
+    """--chunk-size, --compression, --frame-size: how build and convert write blobs."""
+    @click.option("--chunk-size", default="1M", show_default=True,
+                  help="Chunk size: a power of two >= 4096 (e.g. 1M, 64K).")
+    @click.option("--compression", default=f"zstd:{codec.DEFAULT_LEVEL}", show_default=True,
+                  metavar="zstd[:LEVEL]|none",
+                  help="How each frame of chunks travels; none writes uncompressed blobs "
+                       "(the format before compression).")
+    @click.option("--frame-size", default="64K",
+                  show_default=True, metavar="SIZE",
+                  help="Chunks smaller than this are packed together into compressed frames "
+                       "of up to this size; 0: each chunk alone.")
+    @functools.wraps(command)
+    def wrapper(*args, chunk_size, compression, frame_size, **kwargs):
+        coding = codec.parse_compression(compression)
+        if coding is not None:
+            coding = dataclasses.replace(coding, frame_size=parse_size(frame_size))
+        return command(*args, chunk_size=check_chunk_size(parse_size(chunk_size)),
+                       compression=coding, **kwargs)
     return wrapper

@@ -1,4 +1,4 @@
-"""Commands that read an image: inspect, ls, cat, extract, check."""
+"""Commands that read an image: inspect, ls, cat, extract, export, check."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import time
 import click
 
 from ..erofs.check import check_image
+from ..erofs.chunktable import ChunkTable
 from ..erofs.extract import extract
 from ..erofs.image import file_kind
 from ..errors import InvalidArgument
-from ..images import OpenedImage, ReadOptions, open_image
+from ..images import OpenedImage, ReadOptions, export_kernel_files, open_image
+from ..oci.image import BlobRef
 from ..progress import progress_bar
 from ..sizes import format_size
 from . import EXIT_ERROR, cli
@@ -78,10 +80,21 @@ def describe(opened: OpenedImage) -> dict:
         m = opened.manifest
         info["manifest"] = m.digest
         info["bootstrap"] = {"digest": m.bootstrap.digest, "size": m.bootstrap.size}
-        info["blobs"] = [{"digest": b.digest, "size": b.size, "data_size": b.data_size,
-                          "chunk_table": b.table_digest} for b in m.blobs]
+        tables = opened.chunk_tables() or [None] * len(m.blobs)
+        info["blobs"] = [_describe_blob(b, t) for b, t in zip(m.blobs, tables, strict=True)]
     if opened.volume is not None:
         info["volume"] = opened.volume
+    return info
+
+
+def _describe_blob(ref: BlobRef, table: ChunkTable | None) -> dict:
+    """A blob as it is stored (``size``, compressed or not) and as it is cached (``data_size``)."""
+    info = {"digest": ref.digest, "size": ref.size, "data_size": ref.data_size,
+            "compression": "zstd" if ref.compressed else "none",
+            "chunk_table": ref.table_digest}
+    if table is not None:
+        info["chunks"] = len(table.entries)
+        info["frames"] = len(table.frames)
     return info
 
 
@@ -153,6 +166,31 @@ def extract_command(image: str, dest: str, devices: tuple[str, ...], quiet: bool
         click.echo(f"extracted {report.entries} entries, {format_size(report.file_bytes)}")
 
 
+@cli.command(name="export")
+@click.argument("image")
+@click.argument("dest")
+@quiet_option
+@json_option
+@read_options
+def export_command(image: str, dest: str, quiet: bool, as_json: bool,
+                   options: ReadOptions) -> None:
+    """Write the bootstrap and every blob's data, uncompressed and verified, into DEST.
+
+    What a kernel mount or fsck.erofs takes without the daemon (mount(8)
+    wants each blob on a loop device; the command it prints does that).
+    """
+    with open_image(image, (), options) as opened:
+        total = sum(t.data_size for t in opened.chunk_tables() or ())
+        with progress_bar("exporting", total, quiet or as_json) as advance:
+            bootstrap, devices = export_kernel_files(opened, dest, advance)
+    if as_json:
+        click.echo(json.dumps({"bootstrap": bootstrap, "devices": devices}, indent=2))
+    elif not quiet:
+        options_text = ",".join(f"device=$(losetup -f --show -r {d})" for d in devices)
+        click.echo(f"exported {len(devices)} blob(s) to {dest}; mount with\n"
+                   f"  mount -t erofs -o ro,{options_text} {bootstrap} MOUNTPOINT")
+
+
 @cli.command()
 @click.argument("image")
 @device_option
@@ -166,7 +204,7 @@ def check(image: str, devices: tuple[str, ...], quiet: bool, as_json: bool,
         tables = opened.chunk_tables()
         total = sum(t.data_size for t in tables) if tables else 0
         with progress_bar("verifying", total, quiet or as_json) as advance:
-            report = check_image(opened.image, tables, opened.blobs, advance)
+            report = check_image(opened.image, tables, opened.blobs, advance, opened.stored)
     if as_json:
         click.echo(json.dumps({**vars(report), "ok": report.ok}, indent=2))
     else:
@@ -174,6 +212,9 @@ def check(image: str, devices: tuple[str, ...], quiet: bool, as_json: bool,
             click.echo(f"erofsd: problem: {problem}", err=True)
         verified = (f", {report.chunks_verified} chunks ({format_size(report.bytes_verified)}) "
                     "verified") if tables is not None else ", all file data read"
+        if report.frames_verified:
+            verified += (f" from {report.frames_verified} stored frames "
+                         f"({format_size(report.stored_bytes_verified)})")
         click.echo(f"{'ok' if report.ok else 'FAILED'}: {report.inodes} inodes "
                    f"({report.files} files, {report.directories} directories){verified}")
     if not report.ok:

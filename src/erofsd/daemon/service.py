@@ -302,7 +302,9 @@ class Daemon:
     def _cookie_view(blob: CachedBlob, reads_elsewhere: dict[tuple[str, str], int]) -> dict:
         on_disk = blob.pmap.read_disk()
         read = blob.stats.read_bytes + reads_elsewhere.get((blob.volume, blob.ref.digest), 0)
-        return {"size": blob.ref.size, "cached_bytes": blob.table.present_bytes(on_disk),
+        return {"size": blob.ref.size, "data_size": blob.ref.data_size,
+                "compressed": blob.ref.compressed,
+                "cached_bytes": blob.table.present_bytes(on_disk),
                 "fetched_bytes": blob.pmap.reload_header().fetched_bytes, "read_bytes": read,
                 "hits": blob.stats.hits, "misses": blob.stats.misses,
                 "blocked_seconds": round(blob.stats.blocked_seconds, 6),

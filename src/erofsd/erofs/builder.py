@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ..errors import InvalidArgument
 from .blobwriter import BlobInfo, BlobWriter, Content
 from .bootstrap import write_bootstrap
+from .codec import Compression
 from .ondisk import BLOCK_SIZE_BITS, DeviceSlot
 from .tree import Node, iter_tree, merge_layer
 
@@ -68,13 +69,13 @@ def check_chunk_size(chunk_size: int, block_size: int = BLOCK_SIZE) -> int:
 
 
 def write_layer_blob(layer: Layer, device: int, workdir: str, chunk_size: int,
-                     progress: Progress | None = None, block_size: int = BLOCK_SIZE
-                     ) -> tuple[BlobInfo, int]:
+                     progress: Progress | None = None, block_size: int = BLOCK_SIZE,
+                     compression: Compression | None = None) -> tuple[BlobInfo, int]:
     """Write one layer's blob into ``workdir``; returns it and the bytes deduplicated."""
     fd, path = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=workdir)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            writer = BlobWriter(out, chunk_size, block_size)
+            writer = BlobWriter(out, chunk_size, block_size, compression)
             for node in layer.files():
                 node.device = device
                 writer.add(node, layer.contents[node])
@@ -88,7 +89,8 @@ def write_layer_blob(layer: Layer, device: int, workdir: str, chunk_size: int,
 
 
 def build(layers: Sequence[Layer], workdir: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-          progress: Progress | None = None, block_size: int = BLOCK_SIZE) -> BuildResult:
+          progress: Progress | None = None, block_size: int = BLOCK_SIZE,
+          compression: Compression | None = Compression()) -> BuildResult:
     """Blobs go to files in ``workdir`` (the caller moves or removes them)."""
     check_chunk_size(chunk_size, check_block_size(block_size))
     if not layers:
@@ -98,7 +100,7 @@ def build(layers: Sequence[Layer], workdir: str, *, chunk_size: int = DEFAULT_CH
     try:
         for device, layer in enumerate(layers, start=1):
             info, saved = write_layer_blob(layer, device, workdir, chunk_size, progress,
-                                           block_size)
+                                           block_size, compression)
             blobs.append(info)
             deduplicated += saved
         result = assemble([layer.tree for layer in layers], blobs, chunk_size, block_size)

@@ -1,12 +1,22 @@
-"""The chunk digest table of a blob: (offset, length, sha256) per stored chunk.
+"""The chunk table of a blob: every stored chunk, and the frames they travel in.
 
-A blob is its stored chunks back to back (each block-aligned), followed by
-this table. The kernel sees only the data part (the device slot's blocks);
-the table sits after it, and the manifest pins the table by its sha256, so
-every chunk can be verified on its own when it is fetched lazily.
+The kernel sees a blob's *data*: its stored chunks back to back, each
+block-aligned, at the offsets the bootstrap's chunk indexes give. What
+the registry holds is the *stored blob*: the data's frames one after the
+other, each raw or compressed on its own (codec.py), then this table. The
+manifest pins the table by its sha256, so every frame and every chunk can
+be verified on its own when it is fetched lazily: a frame's stored bytes
+against the frame's sha256 before they reach a decompressor, each chunk's
+decoded bytes against the chunk's sha256 before it is marked present.
 
-    header: magic "ERFSDCT1", u32 entry count, u32 reserved
-    entry:  u64 offset, u32 length, u32 reserved, 32-byte sha256
+Version 1 (uncompressed blobs, the format before compression) has no
+frames: the stored blob is the data itself, so each chunk is a raw frame
+of its own, verified by the chunk's digest. Both versions are read.
+
+    header:  magic "ERFSDCT1" or "ERFSDCT2", u32 chunk count, u32 frame count (v1: 0)
+    chunk:   u64 offset, u32 length, u32 reserved, 32-byte sha256 of its data
+    frame:   u32 first chunk, u32 chunks, u64 stored offset, u32 stored length,
+             u8 codec, 3 reserved, 32-byte sha256 of its stored bytes     (v2 only)
 """
 
 from __future__ import annotations
@@ -16,19 +26,24 @@ import dataclasses
 import hashlib
 import struct
 
-from ..errors import CorruptImage
+from ..errors import CorruptImage, IntegrityError
+from . import codec
 
-MAGIC = b"ERFSDCT1"
+MAGIC_V1 = b"ERFSDCT1"
+MAGIC_V2 = b"ERFSDCT2"
 HEADER = struct.Struct("<8sII")
 ENTRY = struct.Struct("<QI4x32s")
-assert (HEADER.size, ENTRY.size) == (16, 48)
+FRAME = struct.Struct("<IIQIB3x32s")
+assert (HEADER.size, ENTRY.size, FRAME.size) == (16, 48, 56)
+
+MAX_FRAME_BYTES = 1 << 30  # what one frame may decode to: the largest chunk
 
 
 @dataclasses.dataclass(frozen=True)
 class ChunkEntry:
     offset: int
     length: int
-    digest: bytes  # raw sha256 of the stored bytes
+    digest: bytes  # raw sha256 of the chunk's data, padding included
 
     @property
     def end(self) -> int:
@@ -36,27 +51,79 @@ class ChunkEntry:
 
 
 @dataclasses.dataclass(frozen=True)
+class Frame:
+    first: int  # its chunks are [first, stop)
+    stop: int
+    offset: int  # the data it decodes to is [offset, offset + length)
+    length: int
+    stored_offset: int  # where its stored bytes are in the stored blob
+    stored_length: int
+    codec: int
+    stored_digest: bytes | None  # None: a v1 chunk, verified by its own digest
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    @property
+    def stored_end(self) -> int:
+        return self.stored_offset + self.stored_length
+
+    @property
+    def chunks(self) -> range:
+        return range(self.first, self.stop)
+
+
+@dataclasses.dataclass(frozen=True)
 class ChunkTable:
     entries: tuple[ChunkEntry, ...]
+    frames: tuple[Frame, ...] = ()  # empty: version 1, one raw frame per chunk
+    version: int = dataclasses.field(init=False, default=1)
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            object.__setattr__(self, "frames", tuple(
+                Frame(i, i + 1, e.offset, e.length, e.offset, e.length, codec.RAW, None)
+                for i, e in enumerate(self.entries)))
+            object.__setattr__(self, "version", 1)
+        else:
+            object.__setattr__(self, "version", 2)
 
     @property
     def data_size(self) -> int:
         return self.entries[-1].end if self.entries else 0
 
+    @property
+    def stored_size(self) -> int:
+        """Bytes of frames in the stored blob: where this table begins."""
+        return self.frames[-1].stored_end if self.frames else 0
+
+    @property
+    def compressed(self) -> bool:
+        return self.version == 2
+
     def pack(self) -> bytes:
-        return HEADER.pack(MAGIC, len(self.entries), 0) + b"".join(
-            ENTRY.pack(e.offset, e.length, e.digest) for e in self.entries)
+        chunks = b"".join(ENTRY.pack(e.offset, e.length, e.digest) for e in self.entries)
+        if self.version == 1:
+            return HEADER.pack(MAGIC_V1, len(self.entries), 0) + chunks
+        frames = b"".join(FRAME.pack(f.first, f.stop - f.first, f.stored_offset,
+                                     f.stored_length, f.codec, f.stored_digest)
+                          for f in self.frames)
+        return HEADER.pack(MAGIC_V2, len(self.entries), len(self.frames)) + chunks + frames
 
     @classmethod
-    def unpack(cls, data: bytes, data_size: int | None = None) -> ChunkTable:
-        """Decode and check: entries contiguous from 0, each non-empty, ending at data_size."""
+    def unpack(cls, data: bytes, data_size: int | None = None,
+               stored_size: int | None = None) -> ChunkTable:
+        """Decode and check: chunks contiguous from 0, frames contiguous over them and
+        over the stored blob, each non-empty, ending at ``data_size`` and ``stored_size``."""
         if len(data) < HEADER.size:
             raise CorruptImage("chunk table shorter than its header")
-        magic, count, _ = HEADER.unpack_from(data)
-        if magic != MAGIC:
+        magic, count, frame_count = HEADER.unpack_from(data)
+        if magic not in (MAGIC_V1, MAGIC_V2) or (magic == MAGIC_V1 and frame_count):
             raise CorruptImage("chunk table has a bad magic")
-        if len(data) != HEADER.size + count * ENTRY.size:
-            raise CorruptImage(f"chunk table of {len(data)} bytes cannot hold {count} entries")
+        if len(data) != HEADER.size + count * ENTRY.size + frame_count * FRAME.size:
+            raise CorruptImage(f"chunk table of {len(data)} bytes cannot hold {count} chunks "
+                               f"and {frame_count} frames")
         entries, expect = [], 0
         for i in range(count):
             offset, length, digest = ENTRY.unpack_from(data, HEADER.size + i * ENTRY.size)
@@ -65,32 +132,95 @@ class ChunkTable:
                                    f"contiguous (expected offset {expect})")
             entries.append(ChunkEntry(offset, length, digest))
             expect = offset + length
-        table = cls(tuple(entries))
+        frames = _unpack_frames(data, HEADER.size + count * ENTRY.size, frame_count, entries) \
+            if magic == MAGIC_V2 else ()
+        table = cls(tuple(entries), tuple(frames))
         if data_size is not None and table.data_size != data_size:
             raise CorruptImage(f"chunk table covers {table.data_size} bytes, blob data is "
                                f"{data_size}")
+        if stored_size is not None and table.stored_size != stored_size:
+            raise CorruptImage(f"chunk table's frames cover {table.stored_size} stored bytes, "
+                               f"the table begins at {stored_size}")
         return table
+
+    # -- mapping ---------------------------------------------------------------
 
     def covering(self, start: int, end: int) -> range:
         """Indexes of the entries that overlap [start, end)."""
         if start >= end or not self.entries:
             return range(0)
-        first = bisect.bisect_right(self._offsets, start) - 1
-        last = bisect.bisect_left(self._offsets, end)
+        offsets = self._index("_offsets", lambda: [e.offset for e in self.entries])
+        first = bisect.bisect_right(offsets, start) - 1
+        last = bisect.bisect_left(offsets, end)
         return range(max(first, 0), last)
 
-    @property
-    def _offsets(self) -> list[int]:
-        cached = self.__dict__.get("_offsets_cache")
+    def frame_of(self, chunk: int) -> int:
+        """The index of the frame that holds chunk ``chunk``."""
+        if self.version == 1:
+            return chunk
+        firsts = self._index("_firsts", lambda: [f.first for f in self.frames])
+        return bisect.bisect_right(firsts, chunk) - 1
+
+    def _index(self, name: str, build):
+        cached = self.__dict__.get(name)
         if cached is None:
-            cached = [e.offset for e in self.entries]
-            object.__setattr__(self, "_offsets_cache", cached)
+            cached = build()
+            object.__setattr__(self, name, cached)
         return cached
 
     def present_bytes(self, present: bytes | bytearray) -> int:
         """Bytes in the entries whose flag in ``present`` (one byte per entry) is set."""
         return sum(e.length for e, flag in zip(self.entries, present, strict=True) if flag)
 
+    def stored_bytes(self, present: bytes | bytearray) -> int:
+        """Stored bytes of the frames all of whose chunks are flagged in ``present``."""
+        return sum(f.stored_length for f in self.frames if all(present[f.first:f.stop]))
+
+    # -- verification ----------------------------------------------------------
+
     def verify(self, index: int, data: bytes) -> bool:
         entry = self.entries[index]
         return len(data) == entry.length and hashlib.sha256(data).digest() == entry.digest
+
+    def open_frame(self, index: int, stored: bytes) -> bytes:
+        """A frame's data from its stored bytes, every digest checked; else IntegrityError."""
+        frame = self.frames[index]
+        if frame.stored_digest is not None:
+            if len(stored) != frame.stored_length or \
+                    hashlib.sha256(stored).digest() != frame.stored_digest:
+                raise IntegrityError(f"frame at stored byte {frame.stored_offset} does not "
+                                     "match its digest")
+        data = codec.decode(frame.codec, stored, frame.length)
+        for i in frame.chunks:
+            entry = self.entries[i]
+            piece = data[entry.offset - frame.offset:entry.end - frame.offset]
+            if hashlib.sha256(piece).digest() != entry.digest:
+                raise IntegrityError(f"chunk at {entry.offset} does not match its digest")
+        return data
+
+
+def _unpack_frames(data: bytes, base: int, count: int,
+                   entries: list[ChunkEntry]) -> list[Frame]:
+    frames, chunk, stored = [], 0, 0
+    for i in range(count):
+        first, chunks, stored_offset, stored_length, code, digest = FRAME.unpack_from(
+            data, base + i * FRAME.size)
+        if first != chunk or chunks == 0 or first + chunks > len(entries):
+            raise CorruptImage(f"chunk table frame {i} holds chunks {first}+{chunks}, not "
+                               f"from chunk {chunk}")
+        if stored_offset != stored or stored_length == 0:
+            raise CorruptImage(f"chunk table frame {i} at stored byte {stored_offset} is not "
+                               f"contiguous (expected {stored})")
+        if code not in codec.NAMES:
+            raise CorruptImage(f"chunk table frame {i} has unknown codec {code}")
+        offset = entries[first].offset
+        length = entries[first + chunks - 1].end - offset
+        if length > MAX_FRAME_BYTES or (code == codec.RAW and stored_length != length):
+            raise CorruptImage(f"chunk table frame {i} of {length} bytes stored in "
+                               f"{stored_length} cannot be {codec.NAMES[code]}")
+        frames.append(Frame(first, first + chunks, offset, length, stored_offset,
+                            stored_length, code, digest))
+        chunk, stored = first + chunks, stored_offset + stored_length
+    if chunk != len(entries):
+        raise CorruptImage(f"chunk table frames hold {chunk} of {len(entries)} chunks")
+    return frames

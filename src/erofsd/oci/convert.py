@@ -25,6 +25,7 @@ from pathlib import Path
 from ..erofs import treecodec
 from ..erofs.blobwriter import BlobInfo, BlobWriter
 from ..erofs.builder import DEFAULT_CHUNK_SIZE, BuildResult, assemble, check_chunk_size
+from ..erofs.codec import Compression
 from ..erofs.tarlayer import TarLayerReader
 from ..erofs.tree import Node, merge_layer
 from ..errors import BadReference, BuildError, IntegrityError
@@ -45,6 +46,21 @@ SOURCE_LAYER = "io.erofsd.source-layer"
 Progress = Callable[[int], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class BlobSettings:
+    """What decides a converted layer's blob, besides the layer."""
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    compression: Compression | None = Compression()
+    rootless: bool = False
+
+    @property
+    def key(self) -> str:
+        """Their part of a conversion cache file name ("v2": records that know compression)."""
+        coding = self.compression.name if self.compression else "raw"
+        return f"{self.chunk_size}-{coding}{'-rootless' if self.rootless else ''}-v2"
+
+
 @dataclasses.dataclass
 class ConvertReport:
     manifest: Descriptor
@@ -63,19 +79,17 @@ class ConversionCache:
         self.dir = Path(state_dir) / "convert"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def _path(self, layer: str, chunk_size: int, rootless: bool) -> Path:
-        suffix = "-rootless" if rootless else ""
-        return self.dir / f"{layer.split(':', 1)[1]}-{chunk_size}{suffix}.json"
+    def _path(self, layer: str, settings: BlobSettings) -> Path:
+        return self.dir / f"{layer.split(':', 1)[1]}-{settings.key}.json"
 
-    def get(self, layer: str, chunk_size: int, rootless: bool) -> dict | None:
+    def get(self, layer: str, settings: BlobSettings) -> dict | None:
         try:
-            return json.loads(self._path(layer, chunk_size, rootless).read_text())
+            return json.loads(self._path(layer, settings).read_text())
         except (OSError, ValueError):
             return None
 
-    def put(self, layer: str, chunk_size: int, rootless: bool, blob: BlobInfo,
-            tree: list) -> None:
-        path = self._path(layer, chunk_size, rootless)
+    def put(self, layer: str, settings: BlobSettings, blob: BlobInfo, tree: list) -> None:
+        path = self._path(layer, settings)
         record = {"layer": layer, "blob": {k: v for k, v in dataclasses.asdict(blob).items()
                                            if k != "path"}, "tree": tree}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -141,11 +155,11 @@ class _RegistryDestination:
 
 
 def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str | None = None,
-            chunk_size: int = DEFAULT_CHUNK_SIZE, insecure: bool = False, rootless: bool = False,
+            settings: BlobSettings = BlobSettings(), insecure: bool = False,
             twin: bool = False, progress: Progress | None = None,
             on_total: Callable[[int], None] | None = None) -> ConvertReport:
     """Convert ``src`` into ``dst``; with ``twin``, ``dst`` then names an index of both."""
-    check_chunk_size(chunk_size)
+    check_chunk_size(settings.chunk_size)
     if twin:
         check_beside(src, dst)
     transport = Transport(insecure=insecure)
@@ -171,7 +185,7 @@ def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str |
         failed = True
         try:
             report = _convert_layers(image.source, layers, diff_ids, destination,
-                                     ConversionCache(state_dir), chunk_size, rootless, progress)
+                                     ConversionCache(state_dir), settings, progress)
             runtime = config.get("config")
             history = list(config.get("history") or []) + [
                 {"created_by": f"erofsd convert {src}", "comment": "erofsd image",
@@ -210,14 +224,14 @@ class _Layers:
 
 
 def _convert_layers(source: BlobSource, layers: list[Descriptor], diff_ids: list[str],
-                    destination, cache: ConversionCache, chunk_size: int, rootless: bool,
+                    destination, cache: ConversionCache, settings: BlobSettings,
                     progress: Progress | None) -> _Layers:
     merged: Node | None = None
     infos: list[BlobInfo] = []
     converted = reused = bytes_read = 0
     for index, layer in enumerate(layers):
         name = f"{index + 1}/{len(layers)} ({layer.digest})"
-        cached = cache.get(layer.digest, chunk_size, rootless)
+        cached = cache.get(layer.digest, settings)
         if cached and destination.has_blob(cached["blob"]["digest"]):
             tree = treecodec.decode(cached["tree"], index + 1, merged, name)
             info = BlobInfo(**cached["blob"], path="")
@@ -227,25 +241,26 @@ def _convert_layers(source: BlobSource, layers: list[Descriptor], diff_ids: list
         else:
             diff_id = diff_ids[index] if diff_ids else None
             tree, info, entries = _convert_layer(source, layer, diff_id, name, index + 1,
-                                                 merged, destination.workdir, chunk_size,
-                                                 rootless, progress)
-            cache.put(layer.digest, chunk_size, rootless, info, entries)
+                                                 merged, destination.workdir, settings,
+                                                 progress)
+            cache.put(layer.digest, settings, info, entries)
             converted += 1
             bytes_read += layer.size
         merged = merge_layer(merged, tree)
         infos.append(info)
-    return _Layers(assemble([merged], infos, chunk_size), converted, reused, bytes_read)
+    return _Layers(assemble([merged], infos, settings.chunk_size), converted, reused,
+                   bytes_read)
 
 
 def _convert_layer(source: BlobSource, layer: Descriptor, diff_id: str | None, name: str,
-                   device: int, lower: Node | None, workdir: str, chunk_size: int,
-                   rootless: bool, progress: Progress | None) -> tuple[Node, BlobInfo, list]:
+                   device: int, lower: Node | None, workdir: str, settings: BlobSettings,
+                   progress: Progress | None) -> tuple[Node, BlobInfo, list]:
     stream = LayerStream(source, layer, diff_id, progress=progress)
     fd, path = tempfile.mkstemp(prefix=".blob-", suffix=".tmp", dir=workdir)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            writer = BlobWriter(out, chunk_size)
-            reader = TarLayerReader(name, device, writer, lower, rootless=rootless)
+            writer = BlobWriter(out, settings.chunk_size, compression=settings.compression)
+            reader = TarLayerReader(name, device, writer, lower, rootless=settings.rootless)
             try:
                 tree = reader.read(stream)
                 stream.finish()

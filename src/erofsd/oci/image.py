@@ -5,9 +5,11 @@ bootstrap (images of earlier releases put the bootstrap first, with media
 types of their own: both are read). Every layer has an OCI layer media type
 and the annotation ``containerd.io/snapshot/erofsd.layer``, so containerd
 hands each one to a snapshotter instead of fetching it. Each blob descriptor
-carries two more annotations: the size of the data the kernel addresses, and
-the sha256 of the chunk table that follows it in the blob. The manifest
-digest thus pins the bootstrap, every blob and, via the tables, every chunk.
+carries more annotations: the size of the data the kernel addresses, the
+sha256 of the chunk table at the blob's end and, when the blob's frames are
+compressed, where that table begins (an uncompressed blob is its data, so
+its table begins at the data's size). The manifest digest thus pins the
+bootstrap, every blob and, via the tables, every frame and every chunk.
 The config is an ordinary OCI image config plus an ``erofsd`` section with
 what a reader needs without opening the bootstrap.
 """
@@ -26,6 +28,7 @@ from typing import Any
 from ..erofs.blobwriter import BlobInfo
 from ..erofs.builder import BuildResult, Layer, Progress, build
 from ..erofs.chunktable import ChunkTable
+from ..erofs.codec import Compression
 from ..erofs.readat import ReadAt
 from ..errors import BadReference, IntegrityError
 from .descriptor import Descriptor, canonical_json, check_digest, sha256_digest
@@ -34,6 +37,7 @@ from .manifest import host_platform_name
 from .mediatypes import (
     BLOB_CHUNK_TABLE,
     BLOB_DATA_SIZE,
+    BLOB_TABLE_OFFSET,
     BLOB_TYPES,
     BOOTSTRAP_TYPES,
     DOCKER_MANIFEST,
@@ -49,11 +53,15 @@ FORMAT_VERSION = 1
 MAX_BLOBS = 1024
 
 
+MAX_DATA_SIZE = 1 << 44  # what one blob may give the kernel: 16 TiB
+
+
 @dataclasses.dataclass(frozen=True)
 class BlobRef:
     descriptor: Descriptor
-    data_size: int
+    data_size: int  # the data the kernel addresses (uncompressed)
     table_digest: str
+    table_offset: int  # where the chunk table begins in the stored blob
 
     @property
     def digest(self) -> str:
@@ -65,7 +73,16 @@ class BlobRef:
 
     @property
     def table_size(self) -> int:
-        return self.size - self.data_size
+        return self.size - self.table_offset
+
+    @property
+    def compressed(self) -> bool:
+        return self.table_offset != self.data_size
+
+    @property
+    def cache_size(self) -> int:
+        """The cache file: the data the kernel reads, then the chunk table."""
+        return self.data_size + self.table_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,20 +126,27 @@ def _blob_ref(d: Descriptor, i: int) -> BlobRef:
     try:
         data_size = int(d.annotations[BLOB_DATA_SIZE])
         table = check_digest(d.annotations[BLOB_CHUNK_TABLE])
+        table_offset = int(d.annotations.get(BLOB_TABLE_OFFSET, data_size))
     except (KeyError, ValueError):
         raise BadReference(f"blob {d.digest} lacks valid {BLOB_DATA_SIZE} and "
                            f"{BLOB_CHUNK_TABLE} annotations") from None
-    if not 0 <= data_size <= d.size or data_size % 4096:
-        raise BadReference(f"blob {d.digest}: data size {data_size} does not fit its size")
-    return BlobRef(d, data_size, table)
+    if not 0 <= data_size <= MAX_DATA_SIZE or data_size % 4096 \
+            or not 0 <= table_offset <= d.size:
+        raise BadReference(f"blob {d.digest}: data size {data_size} and chunk table offset "
+                           f"{table_offset} do not fit its size {d.size}")
+    return BlobRef(d, data_size, table, table_offset)
+
+
+def check_chunk_table(raw: bytes, ref: BlobRef) -> ChunkTable:
+    """A blob's chunk table from its bytes, checked against the manifest."""
+    if sha256_digest(raw) != ref.table_digest:
+        raise IntegrityError(f"chunk table of blob {ref.digest} does not match its digest")
+    return ChunkTable.unpack(raw, ref.data_size, ref.table_offset)
 
 
 def load_chunk_table(blob: ReadAt, ref: BlobRef) -> ChunkTable:
-    """Read a blob's chunk table from its tail and check it against the manifest."""
-    raw = blob.read_at(ref.data_size, ref.table_size)
-    if sha256_digest(raw) != ref.table_digest:
-        raise IntegrityError(f"chunk table of blob {ref.digest} does not match its digest")
-    return ChunkTable.unpack(raw, ref.data_size)
+    """Read a stored blob's chunk table from its tail and check it against the manifest."""
+    return check_chunk_table(blob.read_at(ref.table_offset, ref.table_size), ref)
 
 
 def config_bytes(result: BuildResult, bootstrap: str, *, runtime: dict[str, Any] | None = None,
@@ -148,9 +172,11 @@ def config_bytes(result: BuildResult, bootstrap: str, *, runtime: dict[str, Any]
 
 
 def blob_descriptor(info: BlobInfo, extra: dict[str, str] | None = None) -> Descriptor:
+    annotations = {BLOB_DATA_SIZE: str(info.data_size), BLOB_CHUNK_TABLE: info.table_digest}
+    if info.compressed:
+        annotations[BLOB_TABLE_OFFSET] = str(info.table_offset)
     return Descriptor(EROFSD_BLOB, info.digest, info.size,
-                      {BLOB_DATA_SIZE: str(info.data_size), BLOB_CHUNK_TABLE: info.table_digest,
-                       SNAPSHOT_LAYER: "blob", **(extra or {})})
+                      {**annotations, SNAPSHOT_LAYER: "blob", **(extra or {})})
 
 
 def write_result(layout: OciLayout, tag: str, result: BuildResult, *,
@@ -201,13 +227,15 @@ def write_result(layout: OciLayout, tag: str, result: BuildResult, *,
 
 
 def build_to_layout(layers: Sequence[Layer], ref: LayoutRef, *, chunk_size: int,
-                    progress: Progress | None = None) -> Descriptor:
+                    progress: Progress | None = None,
+                    compression: Compression | None = Compression()) -> Descriptor:
     """Build and tag an image; on failure the layout is left as it was (or not created)."""
     created = not os.path.exists(ref.path)
     layout = OciLayout.create(ref.path)
     workdir = tempfile.mkdtemp(prefix=".erofsd-build-", dir=layout.temp_dir())
     try:
-        result = build(layers, workdir, chunk_size=chunk_size, progress=progress)
+        result = build(layers, workdir, chunk_size=chunk_size, progress=progress,
+                       compression=compression)
         return write_result(layout, ref.tag, result)
     except BaseException:
         if created:

@@ -26,4 +26,5 @@ BLOB_TYPES = (EROFSD_BLOB, LEGACY_BLOB)
 REF_NAME = "org.opencontainers.image.ref.name"
 BLOB_DATA_SIZE = "io.erofsd.blob.data-size"
 BLOB_CHUNK_TABLE = "io.erofsd.blob.chunk-table"
+BLOB_TABLE_OFFSET = "io.erofsd.blob.chunk-table-offset"  # compressed blobs only
 EROFSD_IMAGE_ANNOTATION = "io.erofsd.image"  # on an index entry: this is the erofsd image
