@@ -18,6 +18,8 @@ import pytest
 
 import guest
 from builds import build_layers
+from cachekit import text
+from erofsd.erofs import codec
 from erofsd.images import open_image
 from erofsd.oci.layout import OciLayout
 from treeutil import snapshot_image
@@ -39,8 +41,9 @@ def _spec(work: Path) -> dict:
     base, app1, app2, big, bad = (work / n for n in ("base", "app1", "app2", "big", "bad"))
     for d in (base, app1, app2, big, bad):
         d.mkdir(parents=True)
-    for i in range(30):
-        (base / f"lib{i}").write_bytes(rng.randbytes(rng.randrange(1, 150_000)))
+    for i in range(30):  # compressed frames (zstd) and frames that stay raw, both
+        (base / f"lib{i}").write_bytes(text(i, rng.randrange(1, 150_000)) if i % 2 else
+                                       rng.randbytes(rng.randrange(1, 150_000)))
     (app1 / "one").write_bytes(b"app one\n")
     (app2 / "two").write_bytes(b"app two\n")
     (big / "big").write_bytes(rng.randbytes(48 << 20))
@@ -53,13 +56,18 @@ def _spec(work: Path) -> dict:
     build_layers([bad], work / "badimages", tag="bad", chunk_size=64 * 1024)
     with open_image(f"oci:{layout}:a") as opened:
         base_hex = opened.manifest.blobs[0].digest.split(":", 1)[1]
+        codecs = {f.codec for f in opened.chunk_tables()[0].frames}
+        assert codecs == {codec.RAW, codec.ZSTD}
     with open_image(f"oci:{work / 'badimages'}:bad") as opened:  # corrupt one chunk of "broken"
         img = opened.image
         extent = img.map(img.lookup("/broken"), 70_000)
+        table = opened.chunk_tables()[extent.device - 1]
+        frame = table.frames[table.frame_of(table.covering(extent.physical,
+                                                           extent.physical + 1).start)]
         blob = OciLayout.open(work / "badimages").blob_path(
             opened.manifest.blobs[extent.device - 1].digest)
     data = bytearray(blob.read_bytes())
-    data[extent.physical] ^= 0xFF
+    data[frame.stored_offset] ^= 0xFF
     blob.write_bytes(bytes(data))
     return {
         "images": {"a": f"oci:{layout}:a", "b": f"oci:{layout}:b"},
