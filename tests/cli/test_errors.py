@@ -26,6 +26,11 @@ def test_user_mistakes_give_one_line(built, tmp_path):
         (["ls", f"oci:{out}:v1", "--device", garbage], ["--device is for raw"]),
         (["build", src, tmp_path / "x", "--chunk-size", "3000"], ["power of two"]),
         (["build", src, tmp_path / "x", "--chunk-size", "lots"], ["not a size"]),
+        (["build", src, tmp_path / "x", "--compression", "gzip"], ["unknown compression"]),
+        (["build", src, tmp_path / "x", "--compression", "zstd:99"], ["from 1 to 22"]),
+        (["build", src, tmp_path / "x", "--frame-size", "lots"], ["not a size"]),
+        (["export", f"oci:{out}:v1", tmp_path / "full"], ["not empty"]),
+        (["export", garbage, tmp_path / "z"], ["not an EROFS image"]),
         (["build", src, tmp_path / "full"], ["not an OCI image layout"]),
         (["build", tmp_path / "nothing", tmp_path / "y"], ["No such file"]),
         (["extract", f"oci:{out}:v1", tmp_path / "full"], ["not an empty directory"]),
@@ -34,6 +39,7 @@ def test_user_mistakes_give_one_line(built, tmp_path):
     for args, fragments in cases:
         one_line_error(erofsd(*args), *fragments)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not (tmp_path / "z").exists()
 
 
 def test_usage_errors_exit_2():

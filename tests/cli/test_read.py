@@ -1,4 +1,4 @@
-"""The read commands (cli/read.py): inspect, ls, cat, extract, check, raw images."""
+"""The read commands (cli/read.py): inspect, ls, cat, extract, export, check, raw images."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import os
 import stat
 import subprocess
 
+from builds import kernel_mounted
 from clikit import erofsd, ok
-from skips import requires_tool
+from skips import requires_kernel, requires_tool
 from trees import random_tree
 from treeutil import assert_same_tree, snapshot_dir
 
@@ -48,7 +49,8 @@ def test_extract_round_trip(built, tmp_path):
 
 def test_check_passes_then_catches_a_flipped_byte(built, tmp_path):
     src, out = built
-    assert b"ok:" in ok("check", f"oci:{out}:v1")
+    frames = json.loads(ok("inspect", f"oci:{out}:v1", "--json"))["blobs"][0]["frames"]
+    assert f"verified from {frames} stored frames".encode() in ok("check", f"oci:{out}:v1")
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", out, copy], check=True)
     info = json.loads(ok("inspect", f"oci:{copy}:v1", "--json"))
@@ -74,3 +76,20 @@ def test_raw_bootstrap_with_devices(tmp_path):
     ok("extract", tmp_path / "img", tmp_path / "dest", "--device", blob, "--quiet")
     assert_same_tree(snapshot_dir(tmp_path / "dest"), snapshot_dir(src))
     assert b"all file data read" in ok("check", tmp_path / "img", "--device", blob)
+
+
+@requires_kernel
+@requires_tool("fsck.erofs")
+def test_export_gives_the_kernel_and_fsck_what_they_mount(built, tmp_path):
+    src, out = built
+    paths = json.loads(ok("export", f"oci:{out}:v1", tmp_path / "files", "--json"))
+    blob = json.loads(ok("inspect", f"oci:{out}:v1", "--json"))["blobs"][0]
+    assert blob["compression"] == "zstd"
+    assert os.path.getsize(paths["devices"][0]) == blob["data_size"]  # uncompressed
+    fsck = subprocess.run(["fsck.erofs", *[f"--device={d}" for d in paths["devices"]],
+                           paths["bootstrap"]], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    with kernel_mounted(paths["bootstrap"], paths["devices"]) as mnt:
+        assert_same_tree(snapshot_dir(mnt), snapshot_dir(src))
+    text = ok("export", f"oci:{out}:v1", tmp_path / "again").decode()
+    assert "mount -t erofs -o ro,device=$(losetup -f --show -r" in text
