@@ -1,7 +1,9 @@
 """B1 build: `erofsd build` against `mkfs.erofs --chunksize=1048576 --blobdev`.
 
 Both read the same tree from a warm page cache and write one bootstrap
-plus one blob; throughput is file bytes per second of wall time.
+plus one blob; throughput is file bytes per second of wall time. erofsd
+writes compressed blobs (its default) and, third in the alternation,
+uncompressed ones (`--compression none`, what it wrote before).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from .common import (
 )
 
 
-def _erofsd(tree: Path, work: Path) -> Sample:
+def _erofsd(tree: Path, work: Path, *options: str) -> Sample:
     out = work / "erofsd"
     shutil.rmtree(out, ignore_errors=True)
-    return run_timed(erofsd_command("build", str(tree), str(out), "--quiet"))
+    return run_timed(erofsd_command("build", str(tree), str(out), "--quiet", *options))
 
 
 def _mkfs(tree: Path, work: Path) -> Sample:
@@ -47,8 +49,9 @@ def run(quick: bool) -> list[Figure]:
         with tempfile.TemporaryDirectory(prefix="erofsd-bench-") as tmp:
             work = Path(tmp)
             _erofsd(tree, work), _mkfs(tree, work)  # warm the page cache for both
-            ours, peer = alternate(runs, lambda t=tree, w=work: _erofsd(t, w),
-                                   lambda t=tree, w=work: _mkfs(t, w))
+            ours, peer, plain = alternate(
+                runs, lambda t=tree, w=work: _erofsd(t, w), lambda t=tree, w=work: _mkfs(t, w),
+                lambda t=tree, w=work: _erofsd(t, w, "--compression", "none"))
         params = {"data": name, "files": files, "bytes": size, "runs": runs}
         mib = size / MIB
         figures.append(Figure("B1", f"build throughput, {name}", "MiB/s",
@@ -57,4 +60,7 @@ def run(quick: bool) -> list[Figure]:
         figures.append(Figure("B1", f"build CPU time, {name}", "s", median(ours, "cpu"),
                               "mkfs.erofs", median(peer, "cpu"), params,
                               higher_is_better=False))
+        figures.append(Figure("B1", f"build throughput, {name}, zstd blobs", "MiB/s",
+                              mib / median(ours), "erofsd, uncompressed blobs",
+                              mib / median(plain), params))
     return figures

@@ -72,14 +72,13 @@ def run_timed(args: list[str], **kwargs) -> Sample:
     return Sample(wall, cpu)
 
 
-def alternate(runs: int, a: Callable[[], Sample], b: Callable[[], Sample]
-              ) -> tuple[list[Sample], list[Sample]]:
-    """A B A B ...: both see the same drift of a noisy machine."""
-    samples_a, samples_b = [], []
+def alternate(runs: int, *contenders: Callable[[], Sample]) -> tuple[list[Sample], ...]:
+    """A B A B ... (or A B C A B C ...): all see the same drift of a noisy machine."""
+    samples: tuple[list[Sample], ...] = tuple([] for _ in contenders)
     for _ in range(runs):
-        samples_a.append(a())
-        samples_b.append(b())
-    return samples_a, samples_b
+        for run, kept in zip(contenders, samples, strict=True):
+            kept.append(run())
+    return samples
 
 
 def median(samples: list[Sample], field: str = "wall") -> float:

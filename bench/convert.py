@@ -3,7 +3,8 @@
 - against the two-step path a user would take otherwise: GNU tar extracts
   the layers into a directory, then mkfs.erofs --chunksize=1M --blobdev
   builds the image (throughput in MiB of uncompressed layers per second,
-  and peak resident memory);
+  and peak resident memory), and against erofsd writing uncompressed
+  blobs (`--compression none`);
 - a second image on the same base layer, converted after the first: the
   base is not read again.
 """
@@ -67,9 +68,10 @@ def _images(quick: bool) -> tuple[Path, list[Path], int]:
     return root / "layout", sorted(layers_dir.iterdir()), int((root / "bytes").read_text())
 
 
-def _erofsd(layout: Path, tag: str, work: Path, state: Path) -> Sample:
+def _erofsd(layout: Path, tag: str, work: Path, state: Path, *options: str) -> Sample:
     return run_timed([sys.executable, "-m", "erofsd", "convert", f"oci:{layout}:{tag}",
-                      f"oci:{work / 'out'}:{tag}", "--state-dir", str(state), "--quiet"])
+                      f"oci:{work / 'out'}:{tag}", "--state-dir", str(state), "--quiet",
+                      *options])
 
 
 def _two_step(layers: list[Path], work: Path) -> Sample:
@@ -95,16 +97,19 @@ def run(quick: bool) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="erofsd-bench-convert-") as tmp:
         work = Path(tmp)
 
-        def ours() -> Sample:
+        def ours(*options: str) -> Sample:
             shutil.rmtree(work / "out", ignore_errors=True)
             shutil.rmtree(work / "state", ignore_errors=True)
-            return _erofsd(layout, "a", work, work / "state")
+            return _erofsd(layout, "a", work, work / "state", *options)
 
-        a, b = alternate(runs, ours, lambda: _two_step(layers, work))
+        a, b, plain = alternate(runs, ours, lambda: _two_step(layers, work),
+                                lambda: ours("--compression", "none"))
         params = {"bytes": size, "layers": len(layers), "runs": runs}
         figures.append(Figure("B1", "convert throughput (uncompressed layers)", "MiB/s",
                               mib / median(a), "GNU tar + mkfs.erofs", mib / median(b), params,
                               goal=">= 1.0"))
+        figures.append(Figure("B1", "convert throughput, zstd blobs", "MiB/s", mib / median(a),
+                              "erofsd, uncompressed blobs", mib / median(plain), params))
         shutil.rmtree(work / "out", ignore_errors=True)
         shutil.rmtree(work / "state", ignore_errors=True)
         ours_peak = _peak_mib([sys.executable, "-m", "erofsd", "convert", f"oci:{layout}:a",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from erofsd.erofs.builder import Layer
+from erofsd.erofs.codec import Compression
 from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.images import open_image
 from erofsd.localregistry import Registry
@@ -17,23 +18,26 @@ from erofsd.oci.reference import LayoutRef, parse_layout_ref, parse_registry_ref
 from erofsd.oci.transport import Transport
 
 
-def build_image(layout: Path, name: str, layers: list[Path], chunk_size: int = 1 << 20) -> str:
+def build_image(layout: Path, name: str, layers: list[Path], chunk_size: int = 1 << 20,
+                compression: Compression | None = Compression()) -> str:
     """An erofsd image of ``layers`` (directories) tagged ``name`` in ``layout``."""
     trees = [Layer(*read_dir_layer(p), str(p)) for p in layers]
-    build_to_layout(trees, LayoutRef(str(layout), name), chunk_size=chunk_size)
+    build_to_layout(trees, LayoutRef(str(layout), name), chunk_size=chunk_size,
+                    compression=compression)
     return f"oci:{layout}:{name}"
 
 
 @contextlib.contextmanager
-def pushed_image(name: str, layers: list[Path], chunk_size: int = 1 << 20
-                 ) -> Iterator[tuple[str, int]]:
+def pushed_image(name: str, layers: list[Path], chunk_size: int = 1 << 20,
+                 compression: Compression | None = Compression()) -> Iterator[tuple[str, int]]:
     """(docker:// reference, bytes of its blobs) of one image built from ``layers``."""
-    with pushed_images({name: layers}, chunk_size) as (refs, sizes):
+    with pushed_images({name: layers}, chunk_size, compression) as (refs, sizes):
         yield refs[name], sizes["base"] + sizes[name]
 
 
 @contextlib.contextmanager
-def pushed_images(images: dict[str, list[Path]], chunk_size: int = 1 << 20
+def pushed_images(images: dict[str, list[Path]], chunk_size: int = 1 << 20,
+                  compression: Compression | None = Compression()
                   ) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
     """Several images in one registry: (references by name, blob sizes by name).
 
@@ -46,7 +50,7 @@ def pushed_images(images: dict[str, list[Path]], chunk_size: int = 1 << 20
         try:
             refs, sizes = {}, {}
             for name, layers in images.items():
-                build_image(root / "layout", name, layers, chunk_size)
+                build_image(root / "layout", name, layers, chunk_size, compression)
                 refs[name] = registry.ref(f"bench/{name}", "v1")
                 push(parse_layout_ref(f"oci:{root / 'layout'}:{name}"),
                      parse_registry_ref(refs[name]), Transport(insecure=True))
