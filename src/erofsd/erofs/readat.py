@@ -13,9 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
-from collections import OrderedDict
 from typing import Protocol
+
+from ..lru import Lru
 
 
 class ReadAt(Protocol):
@@ -87,25 +87,17 @@ class BlockCachedReadAt:
     def __init__(self, inner: ReadAt, block_size: int = 4096, capacity: int = 1024) -> None:
         self._inner = inner
         self._bs = block_size
-        self._capacity = capacity
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
-        self._lock = threading.Lock()
+        self._blocks: Lru[int, bytes] = Lru(capacity)
 
     @property
     def size(self) -> int:
         return self._inner.size
 
     def _block(self, index: int) -> bytes:
-        with self._lock:
-            data = self._blocks.get(index)
-            if data is not None:
-                self._blocks.move_to_end(index)
-                return data
-        data = self._inner.read_at(index * self._bs, self._bs)
-        with self._lock:
-            self._blocks[index] = data
-            if len(self._blocks) > self._capacity:
-                self._blocks.popitem(last=False)
+        data = self._blocks.get(index)
+        if data is None:
+            data = self._inner.read_at(index * self._bs, self._bs)
+            self._blocks.put(index, data)
         return data
 
     def read_at(self, offset: int, length: int) -> bytes:

@@ -10,9 +10,7 @@ of the same chunk in a row.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
+from ..lru import Lru
 from .chunktable import ChunkTable
 from .readat import ReadAt
 
@@ -23,9 +21,7 @@ class DecodedBlob:
     def __init__(self, stored: ReadAt, table: ChunkTable) -> None:
         self.stored = stored
         self.table = table
-        self._frames: OrderedDict[int, bytes] = OrderedDict()
-        self._kept = 0
-        self._lock = threading.Lock()
+        self._frames: Lru[int, bytes] = Lru(KEEP_BYTES, len)
 
     @property
     def size(self) -> int:
@@ -33,21 +29,12 @@ class DecodedBlob:
 
     def frame(self, index: int) -> bytes:
         """Frame ``index`` decoded and verified (IntegrityError when it is not right)."""
-        with self._lock:
-            data = self._frames.get(index)
-            if data is not None:
-                self._frames.move_to_end(index)
-                return data
-        frame = self.table.frames[index]
-        data = self.table.open_frame(index, self.stored.read_at(frame.stored_offset,
-                                                                 frame.stored_length))
-        if len(data) <= KEEP_BYTES:
-            with self._lock:
-                if index not in self._frames:
-                    self._frames[index] = data
-                    self._kept += len(data)
-                while self._kept > KEEP_BYTES:
-                    self._kept -= len(self._frames.popitem(last=False)[1])
+        data = self._frames.get(index)
+        if data is None:
+            frame = self.table.frames[index]
+            data = self.table.open_frame(index, self.stored.read_at(frame.stored_offset,
+                                                                     frame.stored_length))
+            self._frames.put(index, data)
         return data
 
     def read_at(self, offset: int, length: int) -> bytes:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-from collections import OrderedDict
 
 from ..config import Config
 from ..containerd.labels import IMAGE_REF, LAYER_DIGEST, MANIFEST_DIGEST, SNAPSHOT_REF
 from ..errors import ErofsdError
+from ..lru import Lru
 from ..oci.manifest import parse_object
 from ..oci.reference import parse_registry_ref
 from ..oci.registry import RegistryClient
@@ -28,6 +27,7 @@ from .layers import RemoteLayer
 
 log = logging.getLogger("erofsd.snapshotter")
 KEEP = 1024  # images remembered
+UNKNOWN = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +39,7 @@ class Twin:
 class Twins:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._known: OrderedDict[tuple[str, str], Twin | None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._known: Lru[tuple[str, str], Twin | None] = Lru(KEEP)
 
     def layer(self, labels: dict[str, str]) -> RemoteLayer | None:
         """The erofsd layer standing for this ordinary layer, when the image has a twin."""
@@ -57,19 +56,15 @@ class Twins:
 
     def _twin(self, ref: str, manifest: str) -> Twin | None:
         key = (ref, manifest)
-        with self._lock:
-            if key in self._known:
-                self._known.move_to_end(key)
-                return self._known[key]
+        known = self._known.get(key, UNKNOWN)
+        if known is not UNKNOWN:
+            return known
         try:
             twin = self._look(ref, manifest)
         except ErofsdError as e:  # not remembered: the next layer asks again
             log.warning("cannot look for an erofsd twin of %s: %s", ref, e)
             return None
-        with self._lock:
-            self._known[key] = twin
-            if len(self._known) > KEEP:
-                self._known.popitem(last=False)
+        self._known.put(key, twin)
         return twin
 
     def _look(self, ref: str, manifest: str) -> Twin | None:
