@@ -17,7 +17,17 @@ from pathlib import Path
 from erofsd.cache.store import BlobCache
 from erofsd.images import ReadOptions, open_image
 
-from .common import MIB, Figure, Sample, alternate, erofsd_command, median, run_timed, stdlib_tree
+from .common import (
+    MIB,
+    Figure,
+    Sample,
+    alternate,
+    erofsd_command,
+    median,
+    run_timed,
+    stdlib_tree,
+    tree_bytes,
+)
 from .registry_setup import pushed_image
 
 
@@ -70,9 +80,9 @@ def run(quick: bool) -> list[Figure]:
             return sample
 
         ours, peer = alternate(runs, lazy, lambda: _pull_then_extract(ref, work / "pull"))
-        mib = image_bytes / MIB
-        params = {"image_bytes": image_bytes, "runs": runs}
-        figures.append(Figure("B3", "cold extract from the registry", "MiB/s",
+        mib = tree_bytes(tree)[1] / MIB  # file data: compression does not change it
+        params = {"image_bytes": image_bytes, "file_mib": round(mib, 1), "runs": runs}
+        figures.append(Figure("B3", "cold extract from the registry (MiB of files)", "MiB/s",
                               mib / median(ours), "full pull, then extract", mib / median(peer),
                               params, goal=">= 1.0"))
         figures.append(Figure("B3", "cold extract: bytes fetched per byte of image", "x",

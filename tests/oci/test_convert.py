@@ -368,21 +368,20 @@ def test_converted_images_share_their_base_in_a_domain(daemon, tmp_path):
     assert cookie["fetched_bytes"] <= base_blob.size  # fetched once for both images
 
 
-def test_a_large_layer_converts_in_bounded_memory(tmp_path):
-    """1 GiB of tar bytes (zeros: they gzip to ~1 MB) stream through in small pieces."""
+def _one_gzip_layer_image(root: Path, name: str, size: int, piece) -> str:
+    """An OCI layout at ``root`` holding one file of ``size`` bytes, ``piece(i)`` its i-th MiB."""
     import gzip as gz
-    size = 1 << 30
-    info = tarfile.TarInfo("zeros")
+
+    from erofsd.oci.descriptor import Descriptor, canonical_json
+    info = tarfile.TarInfo(name)
     info.size = size
-    compressed = tmp_path / "layer.gz"
+    compressed = root.with_suffix(".gz")
     with gz.open(compressed, "wb", compresslevel=1) as out:
         out.write(info.tobuf(tarfile.PAX_FORMAT))
-        piece = bytes(1 << 20)
-        for _ in range(size >> 20):
-            out.write(piece)
+        for i in range(size >> 20):
+            out.write(piece(i))
         out.write(bytes(1024))  # end-of-archive blocks
-    from erofsd.oci.descriptor import Descriptor, canonical_json
-    layout = OciLayout.create(tmp_path / "src")
+    layout = OciLayout.create(root)
     blob = compressed.read_bytes()
     layer = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layout.put_bytes(blob),
                        len(blob))
@@ -395,18 +394,55 @@ def test_a_large_layer_converts_in_bounded_memory(tmp_path):
                                "layers": [layer.to_json()]})
     layout.set_tag("big", Descriptor("application/vnd.oci.image.manifest.v1+json",
                                      layout.put_bytes(manifest), len(manifest)))
+    return f"oci:{root}:big"
+
+
+def _convert_peak_kib(src: str, dst: str, state: Path, level: int = 6) -> int:
     # VmHWM, not ru_maxrss: the kernel carries a vforking parent's peak (pytest's) into
     # the child's ru_maxrss across exec, while VmHWM is this process's own peak
-    probe = (f"from erofsd.oci.convert import convert\n"
-             f"convert('oci:{tmp_path}/src:big', 'oci:{tmp_path}/out:big', "
-             f"state_dir='{tmp_path}/state')\n"
+    probe = ("from erofsd.erofs.codec import Compression\n"
+             "from erofsd.oci.convert import BlobSettings, convert\n"
+             f"convert({src!r}, {dst!r}, state_dir={str(state)!r},\n"
+             f"        settings=BlobSettings(compression=Compression(level={level})))\n"
              "print(next(line.split()[1] for line in open('/proc/self/status')\n"
              "           if line.startswith('VmHWM:')))")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    peak_kib = int(run.stdout.strip().splitlines()[-1])
+    return int(run.stdout.strip().splitlines()[-1])
+
+
+def test_a_large_layer_converts_in_bounded_memory(tmp_path):
+    """1 GiB of tar bytes (zeros: they gzip to ~1 MB) stream through in small pieces."""
+    size = 1 << 30
+    zeros = bytes(1 << 20)
+    src = _one_gzip_layer_image(tmp_path / "src", "zeros", size, lambda i: zeros)
+    peak_kib = _convert_peak_kib(src, f"oci:{tmp_path}/out:big", tmp_path / "state")
     print(f"peak RSS converting a 1 GiB layer: {peak_kib // 1024} MiB")
     assert peak_kib < 160 * 1024, f"peak RSS {peak_kib} KiB for a 1 GiB layer"
     with open_image(f"oci:{tmp_path}/out:big") as opened:
         assert opened.image.lookup("/zeros").size == size
         assert opened.manifest.blobs[0].data_size == 0  # all holes
+
+
+def test_compressing_a_larger_layer_takes_no_more_memory(tmp_path):
+    """Frames are coded on every core, a bounded number at a time: 6x the data, same peak.
+
+    Level 12 codes slower than the layer is read, so frames would pile up unbounded."""
+    letters = bytes((b"abcdefghijklmnop  \n" * 14)[:256])
+    rng = random.Random(3)
+
+    def text(i: int) -> bytes:  # compresses about 1.8:1, no two MiB alike
+        return rng.randbytes(1 << 20).translate(letters)
+
+    peaks = {}
+    for mib in (16, 96):
+        src = _one_gzip_layer_image(tmp_path / f"src{mib}", "text", mib << 20, text)
+        peaks[mib] = _convert_peak_kib(src, f"oci:{tmp_path}/out{mib}:big",
+                                       tmp_path / f"state{mib}", level=12)
+        with open_image(f"oci:{tmp_path}/out{mib}:big") as opened:
+            blob = opened.manifest.blobs[0]
+            assert blob.compressed and blob.data_size == mib << 20
+            assert blob.size < blob.data_size * 0.6
+    print(f"peak RSS converting 16 / 96 MiB of text: {peaks[16] // 1024} / "
+          f"{peaks[96] // 1024} MiB")
+    assert peaks[96] < peaks[16] + 16 * 1024, peaks
