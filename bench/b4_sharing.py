@@ -2,8 +2,9 @@
 
 Set 3: a base layer of real files (the stdlib tree) and N application
 layers of random files, built as N images and pushed to a registry on
-127.0.0.1. The ideal is the unique bytes (the base once, each app once);
-the figure is bytes fetched and bytes on disk relative to it.
+127.0.0.1. The ideal is the unique bytes (the base once, each app once):
+as stored in the registry for bytes fetched, as the cache keeps them
+(uncompressed) for bytes on disk.
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ def run(quick: bool) -> list[Figure]:
         root = Path(tmp)
         for n in counts:
             chosen = [refs[f"img{i}"] for i in range(n)]
-            ideal = sizes["base"] + sum(sizes[f"img{i}"] for i in range(n))
+            unique = [sizes["base"]] + [sizes[f"img{i}"] for i in range(n)]
+            ideal = sum(b.stored for b in unique)  # fetched: the blobs as they travel
+            ideal_disk = sum(b.cached for b in unique)  # kept: their data, uncompressed
             shared_fetched, shared_disk = _measure(chosen, root / f"d{n}", "b4")
             alone_fetched, alone_disk = _measure(chosen, root / f"p{n}", None)
-            params = {"images": n, "ideal_bytes": ideal}
+            params = {"images": n, "ideal_bytes": ideal, "ideal_disk_bytes": ideal_disk}
             figures.append(Figure("B4", f"bytes fetched / ideal, {n} images", "x",
                                   shared_fetched / ideal, "each image in its own volume",
                                   alone_fetched / ideal, params, higher_is_better=False,
                                   goal="one domain: 1.00"))
             figures.append(Figure("B4", f"bytes on disk / ideal, {n} images", "x",
-                                  shared_disk / ideal, "each image in its own volume",
-                                  alone_disk / ideal, params, higher_is_better=False,
+                                  shared_disk / ideal_disk, "each image in its own volume",
+                                  alone_disk / ideal_disk, params, higher_is_better=False,
                                   goal="one domain: 1.00"))
     return figures

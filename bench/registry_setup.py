@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,18 +28,24 @@ def build_image(layout: Path, name: str, layers: list[Path], chunk_size: int = 1
     return f"oci:{layout}:{name}"
 
 
+@dataclasses.dataclass(frozen=True)
+class BlobBytes:
+    stored: int  # what the registry holds and a full read fetches
+    cached: int  # what the cache keeps: the data, uncompressed, then the chunk table
+
+
 @contextlib.contextmanager
 def pushed_image(name: str, layers: list[Path], chunk_size: int = 1 << 20,
                  compression: Compression | None = Compression()) -> Iterator[tuple[str, int]]:
     """(docker:// reference, bytes of its blobs) of one image built from ``layers``."""
     with pushed_images({name: layers}, chunk_size, compression) as (refs, sizes):
-        yield refs[name], sizes["base"] + sizes[name]
+        yield refs[name], sizes["base"].stored + sizes[name].stored
 
 
 @contextlib.contextmanager
 def pushed_images(images: dict[str, list[Path]], chunk_size: int = 1 << 20,
                   compression: Compression | None = Compression()
-                  ) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+                  ) -> Iterator[tuple[dict[str, str], dict[str, BlobBytes]]]:
     """Several images in one registry: (references by name, blob sizes by name).
 
     Sizes: "base" is the first layer's blob, shared by every image; each
@@ -56,8 +63,9 @@ def pushed_images(images: dict[str, list[Path]], chunk_size: int = 1 << 20,
                      parse_registry_ref(refs[name]), Transport(insecure=True))
                 with open_image(f"oci:{root / 'layout'}:{name}") as opened:
                     blobs = opened.manifest.blobs
-                    sizes["base"] = blobs[0].size
-                    sizes[name] = sum(b.size for b in blobs[1:])
+                    sizes["base"] = BlobBytes(blobs[0].size, blobs[0].cache_size)
+                    sizes[name] = BlobBytes(sum(b.size for b in blobs[1:]),
+                                            sum(b.cache_size for b in blobs[1:]))
             yield refs, sizes
         finally:
             registry.stop()
