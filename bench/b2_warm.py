@@ -9,17 +9,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import tempfile
 from pathlib import Path
 
 from erofsd.cache.store import BlobCache
-from erofsd.datapaths.fanotify import READ_AHEAD_KB
 from erofsd.erofs.builder import Layer
 from erofsd.erofs.dirlayer import read_dir_layer
 from erofsd.images import open_image
-from erofsd.kernel.mount import mount_erofs, set_read_ahead
+from erofsd.kernel.mount import mount_erofs
 from erofsd.oci.image import build_to_layout
 from erofsd.oci.reference import LayoutRef
 
@@ -58,8 +56,6 @@ def run(quick: bool) -> list[Figure]:
             volume = next(v for v in BlobCache(daemon.state).list() if v.volume == "erofs,warm")
             mount_erofs(str(daemon.state / "bootstraps" / bootstrap), str(local),
                         [str(Path(volume.path) / d) for d in digests])
-            with contextlib.suppress(OSError):  # as the daemon: file-backed mounts may
-                set_read_ahead(str(local), READ_AHEAD_KB)  # have no bdi in sysfs
             subprocess.run(["mksquashfs", str(tree), str(squash), "-noI", "-noId", "-noD",
                             "-noF", "-noX", "-quiet", "-no-progress"], check=True,
                            stdout=subprocess.DEVNULL)

@@ -42,7 +42,7 @@ from ..datapaths.holderlink import HolderLink
 from ..domain import DomainRegistry, default_fsid
 from ..errors import Busy, ErofsdError, InvalidArgument, NotADirectory, NotFound
 from ..images import cached_bootstrap
-from ..kernel.mount import mounted_filesystems
+from ..kernel.mount import is_mount_point, mounted_filesystems
 from ..oci.image import ErofsdManifest
 from ..oci.source import ResolvedImage, SourcedBlob, pinned_image, resolve_image
 from ..oci.transport import Transport
@@ -112,6 +112,7 @@ class Daemon:
         Kept mounts keep the holder too: it has the kernel's fds for the next daemon.
         """
         if keep_mounts:
+            self.table.close()
             return {"kept": sorted(self.mounts)}
         busy = []
         for point in sorted(self.mounts):
@@ -126,6 +127,7 @@ class Daemon:
             await path.stop()
         if self.holder is not None:
             await self.holder.shutdown()
+        self.table.close()
         return {"kept": []}
 
     async def keep_cache_under(self, max_size: int, period: float = 60.0) -> None:
@@ -205,7 +207,7 @@ class Daemon:
         if state.startswith(point.rstrip("/") + "/"):
             raise InvalidArgument(f"mount point {point} would hide the daemon's state "
                                   f"directory {state}")
-        if point in self._busy or point in self.mounts or point in mounted_filesystems():
+        if point in self._busy or point in self.mounts or is_mount_point(point):
             raise Busy(f"{point} is already a mount point (or being mounted)")
         self._busy.add(point)
         return point
@@ -215,16 +217,24 @@ class Daemon:
         """Bootstrap, registration, data path, record; undone in reverse on failure."""
         mount.source = resolved.source
         async with contextlib.AsyncExitStack() as undo:
-            mount.bootstrap_path, mount.bootstrap_fd = await trio.to_thread.run_sync(
-                cached_bootstrap, self.cache, resolved, mount.erofsd_manifest)
+            await trio.to_thread.run_sync(self._keep_and_register, mount, resolved)
             undo.callback(os.close, mount.bootstrap_fd)
-            mount.registration = await trio.to_thread.run_sync(
-                self.registry.register, mount.fsid, mount.domain_id, mount.sourced_blobs())
             undo.push_async_callback(self._unregister, mount)
             await (path.adopt(mount) if adopt else path.attach(mount))
             self.mounts[mount.mountpoint] = mount
-            self._save()
+            self.table.add(mount)
             undo.pop_all()
+
+    def _keep_and_register(self, mount: Mount, resolved: ResolvedImage) -> None:
+        """The bootstrap kept, then the registration: one thread hop for both."""
+        mount.bootstrap_path, mount.bootstrap_fd = cached_bootstrap(
+            self.cache, resolved, mount.erofsd_manifest)
+        try:
+            mount.registration = self.registry.register(mount.fsid, mount.domain_id,
+                                                        mount.sourced_blobs())
+        except BaseException:
+            os.close(mount.bootstrap_fd)
+            raise
 
     async def _unregister(self, mount: Mount) -> None:
         with trio.CancelScope(shield=True):
@@ -245,7 +255,7 @@ class Daemon:
             await self._unregister(mount)
             os.close(mount.bootstrap_fd)
             del self.mounts[point]
-            self._save()
+            self.table.remove(point)
             self._cache_check.set()
         finally:
             self._busy.discard(point)
@@ -275,12 +285,9 @@ class Daemon:
                 log.error("cannot take %s back: %s", mount.mountpoint, e)
                 continue
             log.info("took back %s (%s, mode %s)", mount.mountpoint, mount.name, mount.mode)
-        self._save()  # the forgotten ones go
+        self.table.save(list(self.mounts.values()))  # the forgotten ones go
 
     # -- views -------------------------------------------------------------------------
-
-    def _save(self) -> None:
-        self.table.save(list(self.mounts.values()))
 
     def _mount_view(self, mount: Mount) -> dict:
         return {"name": mount.name, "fsid": mount.fsid, "domain_id": mount.domain_id,

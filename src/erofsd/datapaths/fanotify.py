@@ -27,13 +27,12 @@ import trio
 from ..cache.blob import CachedBlob
 from ..errors import Busy, ErofsdError, InvalidArgument
 from ..kernel import fanotify
-from ..kernel.mount import mount_erofs, set_read_ahead
+from ..kernel.mount import mount_erofs
 from .base import DataPath, Mount, unmount
 from .holderlink import HolderLink
 
 log = logging.getLogger("erofsd.fanotify")
 HANDLER_THREADS = 16
-READ_AHEAD_KB = 4096  # the kernel then asks for large ranges: fewer events
 
 
 @dataclasses.dataclass
@@ -75,25 +74,22 @@ class FanotifyPath(DataPath):
         return fstype == "erofs"
 
     async def attach(self, mount: Mount) -> None:
-        await self.adopt(mount)
-        try:
-            await trio.to_thread.run_sync(
-                mount_erofs, mount.bootstrap_path, mount.mountpoint,
-                [blob.data_path for blob in mount.cached_blobs()])
-        except BaseException:
-            self._unwatch_all(mount)
-            raise
-        try:
-            set_read_ahead(mount.mountpoint, READ_AHEAD_KB)
-        except OSError as e:
-            log.info("could not set readahead on %s: %s", mount.mountpoint, e.strerror)
+        await trio.to_thread.run_sync(self._watch_and_mount, mount, True)
 
     async def adopt(self, mount: Mount) -> None:
+        await trio.to_thread.run_sync(self._watch_and_mount, mount, False)
+
+    def _watch_and_mount(self, mount: Mount, kernel_mount: bool) -> None:
+        """Watch every blob of ``mount``, then mount it: one thread hop for the lot
+        (a mount's cost is mostly hops between the event loop and threads)."""
         watched = []
         try:
             for blob in mount.cached_blobs():
-                await trio.to_thread.run_sync(self._watch, blob)
+                self._watch(blob)
                 watched.append(blob)
+            if kernel_mount:
+                mount_erofs(mount.bootstrap_path, mount.mountpoint,
+                            [blob.data_path for blob in watched])
         except BaseException:
             for blob in watched:
                 self._unwatch(blob)
