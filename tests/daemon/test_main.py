@@ -7,6 +7,7 @@ holder (and with it the fanotify group) from the first.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,22 @@ def test_a_mount_while_the_daemon_starts_never_starts_a_second_one(tmp_path, pus
                 assert status["daemon"]["pid"] == first.process.pid
             assert len(status["mounts"]) == 5 + round_
 
+
+
+@requires_daemon
+def test_the_log_has_a_line_per_mount_not_one_per_request_to_the_registry(tmp_path,
+                                                                           pushed_family):
+    """httpx says every request at INFO: in a daemon that is a line per cache miss."""
+    with DaemonProc(tmp_path / "d") as daemon:
+        mnt = daemon.mountpoint("m")
+        daemon.client.mount(pushed_family["a"], mnt, insecure=True)
+        read = subprocess.run(["sh", "-c", f"tar cf - -C {mnt} . | wc -c"], check=True,
+                              capture_output=True, text=True)
+        assert int(read.stdout) > 0
+        fetched = sum(c["fetched_bytes"] for c in daemon.client.status()["cookies"])
+        assert fetched > 0  # the read went to the registry
+        daemon.client.umount(mnt)
+    loggers = {json.loads(line)["logger"] for line in daemon.log.read_text().splitlines()
+               if line.startswith("{")}
+    assert "erofsd.daemon" in loggers
+    assert not loggers & {"httpx", "httpcore"}, loggers

@@ -13,7 +13,6 @@ import fcntl
 import logging
 import os
 import signal
-import sys
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -22,7 +21,7 @@ import grpc
 
 from ..config import Config
 from ..containerd.api.services.snapshots.v1 import snapshots_pb2_grpc
-from ..daemon.main import JsonLines
+from ..daemon.main import log_json_lines
 from ..daemon.protocol import check_socket_path
 from ..errors import Busy
 from .daemonlink import DaemonLink
@@ -49,9 +48,7 @@ def run(config: Config) -> None:
     address = config.snapshotter_address
     _lock(root)
     check_socket_path(address)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    log_json_lines()
     store = Store(root / "metadata.db")
     service = SnapshotService(store, root, DaemonLink(config), config)
     service.cleanup()
