@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,7 +22,21 @@ from erofsd.kernel.mount import mount_erofs
 from erofsd.oci.image import build_to_layout
 from erofsd.oci.reference import LayoutRef
 
-from .common import MIB, Figure, alternate, median, stdlib_tree, tests_on_path, time_tar, tree_bytes
+from .common import (
+    MIB,
+    Figure,
+    alternate,
+    median,
+    stdlib_tree,
+    tests_on_path,
+    time_stat_walk,
+    time_tar,
+    tree_bytes,
+)
+
+
+def _entries(tree: Path) -> int:
+    return sum(len(dirs) + len(files) for _, dirs, files in os.walk(tree)) + 1
 
 
 def run(quick: bool) -> list[Figure]:
@@ -70,6 +85,12 @@ def run(quick: bool) -> list[Figure]:
             figures.append(Figure("B2", "warm read, FUSE mount", "MiB/s", mib / median(ours),
                                   "squashfuse (uncompressed)", mib / median(peer), params,
                                   goal=">= 1.0"))
+            ours, peer = alternate(runs, lambda: time_stat_walk(fuse),
+                                   lambda: time_stat_walk(str(squash_mnt)))
+            figures.append(Figure("B2", "stat walk, FUSE mount", "s", median(ours),
+                                  "squashfuse (uncompressed)", median(peer),
+                                  {**params, "entries": _entries(tree)},
+                                  higher_is_better=False, goal=">= 1.0"))
         finally:
             for point in (local, squash_mnt):
                 subprocess.run(["umount", "-l", str(point)], stderr=subprocess.DEVNULL)
