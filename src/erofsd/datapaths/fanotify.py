@@ -19,6 +19,7 @@ import errno
 import fcntl
 import logging
 import os
+import queue
 import threading
 from typing import ClassVar
 
@@ -53,13 +54,15 @@ class FanotifyPath(DataPath):
         self._watches: dict[CachedBlob, _Watch] = {}
         self._inodes: dict[tuple[int, int], CachedBlob] = {}
         self._lock = threading.Lock()
-        self._limiter = trio.CapacityLimiter(HANDLER_THREADS)
+        # Events are handled on these threads from start to answer: the event loop
+        # only receives them (a miss's cost is mostly hand-offs between loop and threads)
+        self._events: queue.SimpleQueue[tuple[dict, int]] = queue.SimpleQueue()
         self.events = 0
         self.denied = 0
         self._stopping = False
         # set once the daemon has taken its mounts back: events of other processes
         # (a restarted daemon gets the pending ones at once) wait for it
-        self._resumed = trio.Event()
+        self._resumed = threading.Event()
 
     @staticmethod
     def problem() -> str | None:
@@ -68,6 +71,10 @@ class FanotifyPath(DataPath):
     # -- the interface ----------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
+        # daemon threads: a daemon that stops does not wait for a fetch in flight (its
+        # event stays with the holder, for the next daemon)
+        for _ in range(HANDLER_THREADS):
+            threading.Thread(target=self._handler, name="erofsd-event", daemon=True).start()
         await nursery.start(self._serve)
 
     def still_mounted(self, fstype: str | None) -> bool:
@@ -163,61 +170,73 @@ class FanotifyPath(DataPath):
     # -- events -----------------------------------------------------------------
 
     async def _serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Answer every event the holder forwards, each in its own task."""
+        """Hand every event the holder forwards to a handler thread."""
         task_status.started()
-        async with trio.open_nursery() as nursery:
-            while True:
-                message, fds = await self.link.receive()
-                if message is None:
-                    if self._stopping:
-                        return
-                    raise ErofsdError("the holder went away")
-                if "event" in message and fds:
-                    nursery.start_soon(self._handle, message, fds[0])
-                else:
-                    for fd in fds:
-                        os.close(fd)
+        while True:
+            message, fds = await self.link.receive()
+            if message is None:
+                if self._stopping:
+                    return
+                raise ErofsdError("the holder went away")
+            if "event" in message and fds and message.get("pid") == os.getpid():
+                # Our own I/O on a marked file (a restarted daemon reopening its cache):
+                # it reads present or verified bytes, or writes; nothing to fill, and
+                # no handler thread to wait for (they may be the ones doing that I/O)
+                os.close(fds[0])
+                with self._lock:
+                    self.events += 1
+                await self.link.send({"answer": message["event"], "allow": True, "errno": 0})
+            elif "event" in message and fds:
+                self._events.put((message, fds[0]))
+            else:
+                for fd in fds:
+                    os.close(fd)
 
-    async def _handle(self, message: dict, fd: int) -> None:
+    def _handler(self) -> None:
+        while True:
+            message, fd = self._events.get()
+            while not self._resumed.wait(0.5):
+                if self._stopping:  # never answered: the holder keeps it for the next one
+                    os.close(fd)
+                    return
+            self._handle(message, fd)
+
+    def _handle(self, message: dict, fd: int) -> None:
+        """One event, on a handler thread: fill the range, then always answer."""
         event_id = message["event"]
         allow, code = False, errno.EIO
         try:
-            if message["pid"] == os.getpid():
-                # Our own I/O on a marked file (a restarted daemon reopening its cache):
-                # it reads present or verified bytes, or writes; nothing to fill.
-                allow = True
+            st = os.fstat(fd)
+            blob = self._inodes.get((st.st_dev, st.st_ino))
+            if blob is None:
+                log.warning("event on a file erofsd does not serve (inode %d): denied",
+                            st.st_ino)
             else:
-                await self._resumed.wait()
-                st = os.fstat(fd)
-                blob = self._inodes.get((st.st_dev, st.st_ino))
-                if blob is None:
-                    log.warning("event on a file erofsd does not serve (inode %d): denied",
-                                st.st_ino)
-                else:
-                    allow, code = await self._fill(blob, fd, message["offset"],
-                                                   message["count"])
+                allow, code = self._fill(blob, fd, message["offset"], message["count"])
         except OSError as e:
             code = e.errno or errno.EIO
         except Exception:  # a bug: deny (never zeros), log it, and keep serving
             log.exception("fanotify event %d failed", event_id)
             code = errno.EIO
         finally:
-            self.events += 1
-            self.denied += not allow
+            with self._lock:
+                self.events += 1
+                self.denied += not allow
             os.close(fd)
-            with trio.CancelScope(shield=True):  # an event is always answered
-                await self.link.send({"answer": event_id, "allow": allow, "errno": code})
+            try:
+                self.link.send_from_thread({"answer": event_id, "allow": allow,
+                                            "errno": code})
+            except OSError as e:  # the holder went: it hands the event to the next daemon
+                log.warning("cannot answer fanotify event %d: %s", event_id, e)
 
-    async def _fill(self, blob: CachedBlob, fd: int, offset: int, count: int
-                    ) -> tuple[bool, int]:
+    def _fill(self, blob: CachedBlob, fd: int, offset: int, count: int) -> tuple[bool, int]:
         with self._lock:
             watch = self._watches.get(blob)
             if watch is not None and not watch.quiet:  # writes from now on raise no events
                 blob.use_fd(os.dup(fd))
                 watch.quiet = True
         try:
-            await trio.to_thread.run_sync(blob.ensure_range, offset, offset + count,
-                                          limiter=self._limiter)
+            blob.ensure_range(offset, offset + count)
         except ErofsdError as e:
             log.error("cannot fill %s bytes %d+%d: %s", blob.ref.digest, offset, count, e)
             return False, e.errno

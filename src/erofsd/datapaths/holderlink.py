@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ class HolderLink:
         self.kept: dict[str, int] = {}  # fds the holder kept for us (e.g. "cachefiles")
         self._conn: trio.socket.SocketType | None = None
         self._send_lock = trio.Lock()
+        self._thread_conn: socket.socket | None = None  # the same connection, for threads
 
     def _start_holder(self) -> None:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -54,6 +56,9 @@ class HolderLink:
         else:
             raise ErofsdError(f"cannot reach the holder at {self.socket_path}")
         self._conn = conn
+        if self._thread_conn is not None:
+            self._thread_conn.close()
+        self._thread_conn = socket.socket(fileno=os.dup(conn.fileno()))
         hello, fds = await self.receive()
         if hello is None or "group" not in hello:
             raise ErofsdError("the holder did not greet")
@@ -68,6 +73,20 @@ class HolderLink:
     async def send(self, message: dict, fds: list[int] | tuple = ()) -> None:
         async with self._send_lock:  # one sender at a time on a trio socket
             await self._conn.sendmsg(*pack(message, fds))
+
+    def send_from_thread(self, message: dict) -> None:
+        """Send from a worker thread, without the event loop: one datagram, which a
+        SEQPACKET socket delivers whole however many threads send at once."""
+        conn = self._thread_conn
+        if conn is None:
+            raise ErofsdError("not connected to the holder")
+        data, ancillary = pack(message)
+        while True:
+            try:
+                conn.sendmsg(data, ancillary)
+                return
+            except BlockingIOError:  # the socket is the loop's, non-blocking: wait for room
+                select.select([], [conn], [], 1.0)
 
     async def keep(self, name: str, fd: int) -> None:
         await self.send({"keep": name}, [fd])
