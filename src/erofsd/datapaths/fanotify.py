@@ -226,7 +226,7 @@ class FanotifyPath(DataPath):
             try:
                 self.link.send_from_thread({"answer": event_id, "allow": allow,
                                             "errno": code})
-            except OSError as e:  # the holder went: it hands the event to the next daemon
+            except (OSError, ErofsdError) as e:  # the holder went: the next daemon gets it
                 log.warning("cannot answer fanotify event %d: %s", event_id, e)
 
     def _fill(self, blob: CachedBlob, fd: int, offset: int, count: int) -> tuple[bool, int]:
