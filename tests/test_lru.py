@@ -24,6 +24,14 @@ def test_weights_bound_the_total_and_replacing_a_key_does_not_count_twice():
     assert lru.get(4) is None and lru.get(2) == b"z" * 4 and lru.get(3) == b"w" * 5
 
 
+def test_get_or_make_makes_only_what_is_missing():
+    lru: Lru[str, int] = Lru(4)
+    made = []
+    assert lru.get_or_make("a", lambda: made.append("a") or 1) == 1
+    assert lru.get_or_make("a", lambda: made.append("again") or 2) == 1
+    assert made == ["a"]
+
+
 def test_a_stored_none_is_told_apart_from_a_missing_key():
     lru: Lru[str, None] = Lru(4)
     unknown = object()

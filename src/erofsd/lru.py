@@ -33,6 +33,14 @@ class Lru(Generic[K, V]):
             self._items.move_to_end(key)
             return self._items[key]
 
+    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+        """The value of ``key``, made (outside the lock) and kept when missing."""
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            value = make()
+            self.put(key, value)
+        return value
+
     def put(self, key: K, value: V) -> None:
         weight = self._weight(value)
         if weight > self.capacity:

@@ -94,11 +94,8 @@ class BlockCachedReadAt:
         return self._inner.size
 
     def _block(self, index: int) -> bytes:
-        data = self._blocks.get(index)
-        if data is None:
-            data = self._inner.read_at(index * self._bs, self._bs)
-            self._blocks.put(index, data)
-        return data
+        return self._blocks.get_or_make(
+            index, lambda: self._inner.read_at(index * self._bs, self._bs))
 
     def read_at(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))

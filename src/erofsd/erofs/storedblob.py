@@ -29,13 +29,9 @@ class DecodedBlob:
 
     def frame(self, index: int) -> bytes:
         """Frame ``index`` decoded and verified (IntegrityError when it is not right)."""
-        data = self._frames.get(index)
-        if data is None:
-            frame = self.table.frames[index]
-            data = self.table.open_frame(index, self.stored.read_at(frame.stored_offset,
-                                                                     frame.stored_length))
-            self._frames.put(index, data)
-        return data
+        frame = self.table.frames[index]
+        return self._frames.get_or_make(index, lambda: self.table.open_frame(
+            index, self.stored.read_at(frame.stored_offset, frame.stored_length)))
 
     def read_at(self, offset: int, length: int) -> bytes:
         end = min(offset + length, self.size)
