@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import subprocess
 import sys
 import time
 
-import httpx
-
 from .. import errors
 from ..errors import ErofsdError
+from ..httpclient import Client, Timeout, TransportError
 from .protocol import MountRequest, StopRequest, UmountRequest
 from .statelock import StateLock
 
@@ -33,16 +33,25 @@ def error_from(body: dict) -> ErofsdError:
 class DaemonClient:
     def __init__(self, socket_path: str, timeout: float = 900) -> None:
         self.socket_path = socket_path
-        self._client = httpx.Client(transport=httpx.HTTPTransport(uds=socket_path),
-                                    base_url="http://erofsd",
-                                    timeout=httpx.Timeout(timeout, connect=5))
+        self.timeout = timeout
+        self._client = Client(unix_socket=socket_path, connect_timeout=5,
+                              read_timeout=timeout, max_idle=1)
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict | str:
+        headers, data = {}, None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
         try:
-            reply = self._client.request(method, path, json=body)
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as e:
+            with self._client.send(method, "http://erofsd" + path, headers=headers,
+                                   body=data) as reply:
+                reply.read()
+        except Timeout:
+            raise ErofsdError(f"the erofsd daemon on {self.socket_path} did not answer in "
+                              f"{self.timeout:g} s", errno=errno.ETIMEDOUT) from None
+        except TransportError as e:
             raise DaemonNotRunning(f"no erofsd daemon answers on {self.socket_path} "
-                                   f"({type(e).__name__}: {e})") from None
+                                   f"({e})") from None
         if reply.headers.get("content-type", "").startswith("text/plain"):
             if reply.status_code >= 400:
                 raise ErofsdError(f"the daemon refused the request: {reply.text.strip()}")

@@ -39,18 +39,11 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry)
 
 
-# httpx says every request at INFO: a line per cache miss, which would cost a
-# miss time and grow a long-running daemon's log without bound
-QUIET_LOGGERS = ("httpx", "httpcore")
-
-
 def log_json_lines() -> None:
     """A long-running service's logging: JSON lines on stderr, INFO and up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run(state_dir: str, socket_path: str, *, cache_max_size: int | None = None,

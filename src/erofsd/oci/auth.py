@@ -16,9 +16,8 @@ import re
 import threading
 from pathlib import Path
 
-import httpx
-
 from ..errors import AuthError, SourceError
+from ..httpclient import Client, Response, TransportError
 
 log = logging.getLogger("erofsd.oci.auth")
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -81,7 +80,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 class Authenticator:
     """Answers 401 challenges for one registry host; remembers tokens per scope."""
 
-    def __init__(self, host: str, client: httpx.Client,
+    def __init__(self, host: str, client: Client,
                  credentials: Credentials | None = None) -> None:
         self.host = host
         self._client = client
@@ -94,7 +93,7 @@ class Authenticator:
             value = self._headers.get(scope)
         return {"Authorization": value} if value else {}
 
-    def answer(self, response: httpx.Response, scope: str) -> None:
+    def answer(self, response: Response, scope: str) -> None:
         """Prepare credentials for a retry after a 401, or raise AuthError."""
         challenge = response.headers.get("WWW-Authenticate", "")
         scheme, params = parse_challenge(challenge)
@@ -127,7 +126,7 @@ class Authenticator:
         log.info("fetching a token for %s from %s", wanted, realm)
         try:
             reply = self._client.get(realm, params=query, headers=headers)
-        except httpx.HTTPError as e:
+        except TransportError as e:
             raise SourceError(f"token service {realm}: {type(e).__name__}") from None
         if reply.status_code in (401, 403):
             who = "the credentials" if headers else "anonymous access"

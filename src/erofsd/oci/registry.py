@@ -3,7 +3,7 @@
 A ranged read takes a ``206`` only with a ``Content-Range`` naming exactly
 the bytes asked for; a ``200`` carrying the whole blob is streamed and only
 the wanted part kept, never the whole blob held. Redirects to storage
-backends are followed (httpx drops the Authorization header when the host
+backends are followed (without the Authorization header when the origin
 changes). Every call goes through ``Transport.call`` for retries.
 """
 
@@ -14,9 +14,8 @@ import hashlib
 from collections.abc import Callable, Iterator
 from urllib.parse import urljoin
 
-import httpx
-
 from ..errors import AuthError, BadReference, NotFound
+from ..httpclient import Response
 from .auth import Authenticator, Credentials
 from .mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from .reference import RegistryRef
@@ -40,15 +39,14 @@ class RegistryClient:
     @contextlib.contextmanager
     def _open(self, method: str, repo: str, path: str, *, push: bool = False,
               headers: dict[str, str] | None = None, url: str | None = None,
-              content: Callable[[], object] | None = None) -> Iterator[httpx.Response]:
+              content: Callable[[], object] | None = None) -> Iterator[Response]:
         """One request with its 401 dance; yields an open (streamed) response."""
         scope = f"repository:{repo}:{'pull,push' if push else 'pull'}"
         target = url or urljoin(self.base, f"{repo}/{path}")
         for _ in range(3):
-            request = self.transport.client.build_request(
+            response = self.transport.client.send(
                 method, target, headers={**(headers or {}), **self.auth.header(scope)},
-                content=content() if content else None)
-            response = self.transport.client.send(request, stream=True)
+                body=content() if content else None)
             if response.status_code != 401:
                 break
             response.read()
@@ -173,7 +171,7 @@ class RegistryClient:
         self.transport.call(what, attempt)
 
 
-def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
+def _read_bounded(response: Response, limit: int, what: str) -> bytes:
     parts, total = [], 0
     for piece in response.iter_bytes():
         total += len(piece)

@@ -116,7 +116,7 @@ class MirrorSource:
         what = f"mirror {self._url(digest)} bytes {offset}-{last}"
 
         def attempt() -> bytes:
-            with self.transport.client.stream(
+            with self.transport.client.send(
                     "GET", self._url(digest), headers={"Range": f"bytes={offset}-{last}"}) as r:
                 return take_range(r, offset, length, what)
 

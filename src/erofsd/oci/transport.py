@@ -3,8 +3,8 @@
 Every remote source goes through ``Transport.call``. It runs an attempt
 function, retries what can be retried (connection errors, timeouts, 5xx,
 429, short or malformed replies), backs off exponentially with jitter, and
-gives up at the total deadline. Lower-level errors (httpx) are translated
-here, once, into the erofsd tree; nothing above sees httpx exceptions.
+gives up at the total deadline. The HTTP client's errors are translated
+here, once, into the erofsd tree; nothing above sees them.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import httpx
-
 from ..errors import ErofsdError, NotFound, SourceError, SourceTimeout
+from ..httpclient import Client, Response, Timeout, TransportError
 
 log = logging.getLogger("erofsd.oci.transport")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -47,12 +46,9 @@ class Transport:
         self.insecure = insecure
         self.policy = policy or RetryPolicy()
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self.client = httpx.Client(
-            follow_redirects=True, verify=verify_tls,
-            timeout=httpx.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout),
-            limits=httpx.Limits(max_connections=max_concurrency,
-                                max_keepalive_connections=max_concurrency),
-            headers={"User-Agent": "erofsd"})
+        self.client = Client(connect_timeout=self.policy.connect_timeout,
+                             read_timeout=self.policy.read_timeout, verify_tls=verify_tls,
+                             max_idle=max_concurrency, headers={"User-Agent": "erofsd"})
 
     @property
     def scheme(self) -> str:
@@ -72,12 +68,10 @@ class Transport:
                     return attempt()
             except Retryable as e:
                 last = e
-            except httpx.TimeoutException as e:
-                last = SourceTimeout(f"{what}: timed out ({type(e).__name__})")
-            except httpx.TransportError as e:
-                last = Retryable(f"{what}: {type(e).__name__}: {e}")
-            except httpx.HTTPError as e:  # anything else httpx raises is final
-                raise SourceError(f"{what}: {e}") from None
+            except Timeout as e:
+                last = SourceTimeout(f"{what}: {e}")
+            except TransportError as e:
+                last = Retryable(f"{what}: {e}")
             delay = min(policy.max_delay, policy.base_delay * 2 ** n) * random.uniform(0.5, 1.5)
             if time.monotonic() + delay >= deadline:
                 break
@@ -89,7 +83,7 @@ class Transport:
         raise SourceError(f"{what}: failed after retries: {last}", errno=getattr(last, "errno", 5))
 
 
-def check_status(response: httpx.Response, what: str) -> None:
+def check_status(response: Response, what: str) -> None:
     """Raise for an error status: retryable for 5xx and 429, final otherwise."""
     code = response.status_code
     if code < 400:
@@ -99,7 +93,7 @@ def check_status(response: httpx.Response, what: str) -> None:
     raise SourceError(f"{what}: HTTP {code} {_reason(response)}")
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: Response) -> str:
     try:
         errors = response.json().get("errors") or []
         return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)[:300]
@@ -107,7 +101,7 @@ def _reason(response: httpx.Response) -> str:
         return response.reason_phrase
 
 
-def take_range(response: httpx.Response, offset: int, length: int, what: str) -> bytes:
+def take_range(response: Response, offset: int, length: int, what: str) -> bytes:
     """The bytes [offset, offset+length) from the reply to a Range request.
 
     A 206 counts only with a Content-Range naming exactly those bytes; a 200
@@ -135,18 +129,19 @@ def _check_content_range(header: str, first: int, last: int, what: str) -> None:
         raise Retryable(f"{what}: Content-Range {header!r} does not match the request")
 
 
-def _read_exact(response: httpx.Response, length: int, what: str) -> bytes:
-    data = bytearray()
-    for piece in response.iter_bytes():
-        data += piece
-        if len(data) > length:
+def _read_exact(response: Response, length: int, what: str) -> bytes:
+    pieces, total = [], 0
+    for piece in response.iter_bytes(length + 1):  # one piece when the reply is right
+        total += len(piece)
+        if total > length:
             raise Retryable(f"{what}: reply longer than the {length} bytes asked for")
-    if len(data) != length:
-        raise Retryable(f"{what}: short reply ({len(data)} of {length} bytes)")
-    return bytes(data)
+        pieces.append(piece)
+    if total != length:
+        raise Retryable(f"{what}: short reply ({total} of {length} bytes)")
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _slice_stream(response: httpx.Response, offset: int, length: int, what: str) -> bytes:
+def _slice_stream(response: Response, offset: int, length: int, what: str) -> bytes:
     """From a whole-blob reply keep [offset, offset+length); stop reading once we have it."""
     data = bytearray()
     position = 0
