@@ -4,12 +4,13 @@ erofsd: a fresh daemon mounts a 128 MiB file (fanotify) from a
 docker-registry on 127.0.0.1; each read lands in a chunk not read before, so
 each one waits for a fetch, its verification and its store. Peer: the same
 number of 4 KiB ranged GETs of the blob on one kept-alive connection of
-Python's own http.client, the floor that the registry and the loopback set. Images with 1 MiB and 64 KiB chunks
-of random bytes (which stay raw in a compressed blob), then text with 1 MiB
-chunks as zstd blobs against the same text uncompressed. Last, throughput:
-2, 8 and 32 readers at once, each reading 4 KiB in chunks not read before
-(64 KiB chunks), against as many threads doing plain ranged GETs, each with
-its own connection: reads per second of all of them together.
+Python's own http.client, the floor that the registry and the loopback set.
+Images with 1 MiB and 64 KiB chunks of random bytes (which stay raw in a
+compressed blob), then text with 1 MiB chunks as zstd blobs against the
+same text uncompressed. Last, throughput: 2, 8 and 32 readers at once, each
+reading 4 KiB in chunks not read before (64 KiB chunks), against as many
+threads doing plain ranged GETs, each with its own connection: reads per
+second of all of them together.
 """
 
 from __future__ import annotations

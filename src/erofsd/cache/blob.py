@@ -30,6 +30,7 @@ returned and never stored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -38,9 +39,10 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..erofs.chunktable import ChunkTable
+from ..erofs.readat import ReadAt
 from ..errors import CacheError, ErofsdError, IntegrityError, NoSpace, SourceError
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
@@ -50,6 +52,7 @@ from .presentmap import PresentMap, current_boot_id
 log = logging.getLogger("erofsd.cache")
 
 VERIFY_ATTEMPTS = 4
+FILL_STREAMS = 2  # requests in flight while a whole read fills ahead of its reader
 STREAMS = 16  # sequential readers tracked per blob for readahead
 
 
@@ -91,6 +94,7 @@ class CachedBlob:
         # recent sequential streams: the entry after each one's last fetch -> the
         # readahead window that fetch used (the start of the blob begins one)
         self._streams: OrderedDict[int, int] = OrderedDict({0: 0})
+        self._fill_cursor = 0  # frames before it are present or being fetched
         self.recover_if_rebooted()
 
     # -- the ReadAt interface -----------------------------------------------
@@ -233,6 +237,49 @@ class CachedBlob:
                     event.set()
             for other in waits:
                 other.wait()
+
+    def fill(self, stop: threading.Event) -> None:
+        """Fetch every missing frame in order, a request of up to ``merge_limit`` at a
+        time, until all are present or ``stop`` is set: a whole read (extract) runs
+        this on a few threads so the link stays busy ahead of the reader. A frame a
+        reader is fetching is skipped; a reader that wants a frame this claimed
+        waits for it (single flight). A failure ends the fill quietly: the reader
+        meets it on its own miss, and retries."""
+        if not self.writable():
+            return
+        while not stop.is_set():
+            with self._lock:
+                mine = self._next_missing_run()
+                if not mine:
+                    return
+                event = threading.Event()
+                for f in mine:
+                    self._inflight[f] = event
+            try:
+                self._fetch(mine, {})
+            except ErofsdError as e:
+                log.info("filling %s stopped: %s", self.ref.digest, e)
+                return
+            finally:
+                with self._lock:
+                    for f in mine:
+                        del self._inflight[f]
+                event.set()
+
+    def _next_missing_run(self) -> list[int]:
+        """The first run of missing frames that nobody fetches, up to ``merge_limit``."""
+        frames = self.table.frames
+        f = self._fill_cursor
+        while f < len(frames) and (self._frame_present(f) or f in self._inflight):
+            f += 1
+        self._fill_cursor = f
+        run, size = [], 0
+        while f < len(frames) and not self._frame_present(f) and f not in self._inflight \
+                and (not run or size + frames[f].stored_length <= self.tuning.merge_limit):
+            run.append(f)
+            size += frames[f].stored_length
+            f += 1
+        return run
 
     def _window(self, start: int, missing: list[int]) -> int:
         """Readahead stored bytes for a miss: none unless it continues a stream.
@@ -401,6 +448,29 @@ class CachedBlob:
         if dropped:
             log.warning("blob %s in %s: %d chunk(s) lost in a crash will be fetched again",
                         self.ref.digest, self.volume, dropped)
+
+
+@contextlib.contextmanager
+def filling(blobs: Sequence[ReadAt], streams: int = FILL_STREAMS) -> Iterator[None]:
+    """Within the block, ``streams`` threads fetch the cached ``blobs`` whole, in order
+    (other blobs are ignored): for a reader about to read everything."""
+    stop = threading.Event()
+    cached = [b for b in blobs if isinstance(b, CachedBlob)]
+    threads = [threading.Thread(target=_fill_all, args=(cached, stop), daemon=True,
+                                name=f"erofsd-fill-{n}") for n in range(streams if cached else 0)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def _fill_all(blobs: Sequence[CachedBlob], stop: threading.Event) -> None:
+    for blob in blobs:
+        blob.fill(stop)
 
 
 def read_from_sources(sources: Sequence[BlobSource], digest: str, offset: int,

@@ -157,7 +157,7 @@ def extract_command(image: str, dest: str, devices: tuple[str, ...], quiet: bool
     """Extract the whole tree of an image into DEST (new or empty)."""
     with open_image(image, devices, options) as opened:
         total = sum(i.size for _, i in opened.image.walk() if i.is_reg)
-        with progress_bar("extracting", total, quiet) as advance:
+        with progress_bar("extracting", total, quiet) as advance, opened.fill_ahead():
             report = extract(opened.image, dest, progress=advance)
     for skipped in report.skipped_xattrs:
         click.echo(f"erofsd: warning: xattr not set (no permission or support): {skipped}",
