@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cachekit import CountingSource, open_blob
-from erofsd.cache.blob import CacheTuning
+from erofsd.cache.blob import CacheTuning, filling
 from erofsd.cache.presentmap import HEADER, Header
 from erofsd.cache.store import BlobCache
 from erofsd.errors import CacheError, IntegrityError
@@ -83,6 +83,45 @@ def test_single_flight_within_a_process(image, tmp_path):
         t.join()
     assert results == [image["blob_bytes"][65536 * 5:65536 * 6]] * 8
     assert source.requests[1:] == [(65536 * 5, 65536)]
+    cache.release(blob)
+
+
+def test_a_fill_fetches_the_whole_blob_in_order_once_beside_a_reader(image, tmp_path):
+    source = CountingSource(LayoutSource(image["layout"]), delay=0.02)
+    cache, blob, _ = open_blob(image, tmp_path, source=source, merge_limit=4 * 65536)
+    blob.read_at(65536 * 6, 10)  # present already: the fill skips it
+    with filling([blob, object()], streams=2):  # what is not a cached blob is left alone
+        assert blob.read_at(65536 * 30, 65536) == image["blob_bytes"][65536 * 30:65536 * 31]
+        deadline = time.monotonic() + 30
+        while not blob.complete and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert blob.complete
+    data = source.requests[1:]
+    frames = sorted(offset // 65536 + k for offset, length in data
+                    for k in range(length // 65536))
+    assert frames == list(range(40)), "every frame fetched exactly once"
+    assert max(length for _, length in data) == 4 * 65536
+    assert blob.read_at(0, 40 * 65536) == image["blob_bytes"][:40 * 65536]
+    cache.release(blob)
+
+
+def test_a_fill_stops_at_the_end_of_its_block_and_on_a_failing_source(image, tmp_path):
+    source = CountingSource(LayoutSource(image["layout"]), delay=0.05)
+    cache, blob, _ = open_blob(image, tmp_path, source=source, merge_limit=65536)
+    with filling([blob], streams=1):
+        time.sleep(0.12)
+    fetched = len(source.requests)
+    time.sleep(0.2)
+    assert len(source.requests) == fetched and not blob.complete
+    cache.release(blob)
+    down = CountingSource(LayoutSource(image["layout"]))
+    cache, blob, _ = open_blob(image, tmp_path / "down", source=down)
+    down.fail = True
+    with filling([blob]):
+        pass  # the threads give up at once; leaving the block does not hang
+    assert blob.cached_bytes == 0
+    down.fail = False
+    assert blob.read_at(0, 10) == image["blob_bytes"][:10]  # the reader's own miss works
     cache.release(blob)
 
 
