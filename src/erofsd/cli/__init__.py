@@ -7,6 +7,7 @@ exit (``ErofsdError`` and ``OSError`` are caught at one boundary, in
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -16,9 +17,27 @@ from .. import __version__
 from ..errors import ErofsdError
 
 EXIT_ERROR = 1
+# Where each command is defined: a command's module (and what it imports) is
+# loaded only when that command runs, so `erofsd build` does not pay for grpc.
+COMMAND_MODULES = {
+    "build": "build", "cache": "cache", "convert": "convert", "pull": "transfer",
+    "push": "transfer", "containerd": "containerd", "snapshotter": "containerd",
+    **dict.fromkeys(("daemon", "mount", "umount", "status", "metrics", "stop"), "daemon"),
+    **dict.fromkeys(("inspect", "ls", "cat", "extract", "export", "check"), "read"),
+}
 
 
 class _Group(click.Group):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            importlib.import_module(f"{__name__}.{COMMAND_MODULES[name]}")
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(COMMAND_MODULES.values())):
+            importlib.import_module(f"{__name__}.{module}")
+        return super().list_commands(ctx)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -55,13 +74,4 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    from . import (  # noqa: F401  (register commands)
-        build,
-        cache,
-        containerd,
-        convert,
-        daemon,
-        read,
-        transfer,
-    )
     cli(prog_name="erofsd", auto_envvar_prefix=None)
