@@ -26,6 +26,7 @@ domain = "tenant-a"
 mode = "fuse"
 [snapshotter.namespaces."k8s.io"]
 domain = "k8s"
+prefetch = true
 [snapshotter.namespaces.private]
 domain = ""
 ''')
@@ -34,7 +35,7 @@ domain = ""
         ("/srv/erofsd", "/run/x.sock", 20 << 30)
     assert config.insecure("127.0.0.1:5000") and not config.insecure("registry.example")
     assert config.placement_of("default") == Placement("tenant-a", "fuse")
-    assert config.placement_of("k8s.io") == Placement("k8s", "fuse")  # the mode inherited
+    assert config.placement_of("k8s.io") == Placement("k8s", "fuse", True)  # mode inherited
     assert config.placement_of("private") == Placement(None, "fuse")  # no domain: private
 
 
@@ -48,6 +49,8 @@ def test_no_file_means_the_defaults():
     ("state_dir = 5", InvalidArgument, "state_dir must be a str, not int"),
     ("[registry]\ninsecure = 'host'", InvalidArgument, "registry.insecure must be a list"),
     ("[snapshotter]\nmode = 'magic'", InvalidArgument, "mode is 'magic'"),
+    ("[snapshotter]\nprefetch = 'yes'", InvalidArgument, "prefetch must be a bool, not str"),
+    ("[cache]\nmax_size = true", InvalidArgument, "max_size must be a str or int, not bool"),
     ("[snapshotter]\ndomain = 'a,b'", InvalidName, "must not contain"),
     ("[cache]\nmax_size = 'lots'", InvalidArgument, "not a size"),
     ("state_dir = ", InvalidArgument, "config file"),

@@ -16,6 +16,7 @@
     address = "/run/erofsd/snapshotter.sock" # what containerd's proxy_plugins names
     domain = "node"                          # every layer on the node shares one domain
     mode = "auto"                            # the daemon's data path for its mounts
+    prefetch = false                         # fetch each image whole in the background
 
     [snapshotter.namespaces."k8s.io"]        # a containerd namespace of its own
     domain = "k8s"
@@ -44,10 +45,12 @@ DEFAULT_DOMAIN = "node"
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """Where the snapshotter mounts a namespace's images: a domain (None: private), a mode."""
+    """How the snapshotter mounts a namespace's images: a domain (None: private), a mode,
+    and whether each image is fetched whole in the background once mounted."""
 
     domain: str | None = DEFAULT_DOMAIN
     mode: str = "auto"
+    prefetch: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +101,7 @@ class _Table:
             return default
         value = self.raw[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or isinstance(value, bool):
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise InvalidArgument(f"{self.where}{key} must be a "
                                   f"{' or '.join(k.__name__ for k in kinds)}, not "
                                   f"{type(value).__name__}")
@@ -121,7 +124,7 @@ def _placement(table: _Table, default: Placement) -> Placement:
     mode = table.get("mode", str, default.mode)
     if mode not in MODES:
         raise InvalidArgument(f"{table.where}mode is {mode!r}: one of {', '.join(MODES)}")
-    return Placement(domain or None, mode)
+    return Placement(domain or None, mode, table.get("prefetch", bool, default.prefetch))
 
 
 def parse(raw: dict, path: str = "config") -> Config:

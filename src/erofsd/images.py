@@ -11,13 +11,12 @@ A bootstrap is verified against its digest before anything parses it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Sequence
 
-from .cache.blob import CacheTuning, filling
+from .cache.blob import BackgroundFill, CacheTuning
 from .cache.store import BlobCache, default_state_dir
 from .domain import default_fsid, validate_name, volume_of
 from .erofs.chunktable import ChunkTable
@@ -72,10 +71,10 @@ class OpenedImage:
                            for blob, ref in zip(self.stored, self.manifest.blobs, strict=True)]
         return self.tables
 
-    def fill_ahead(self) -> contextlib.AbstractContextManager[None]:
-        """For a reader about to read everything: the cache fetches the blobs whole,
-        in order, ahead of it (nothing for blobs that are not read through the cache)."""
-        return filling(self.blobs)
+    def fill_ahead(self) -> BackgroundFill:
+        """For a reader about to read everything (``with opened.fill_ahead(): ...``): the
+        cache fetches the blobs whole, in order, ahead of it (nothing for local blobs)."""
+        return BackgroundFill(self.blobs)
 
     def close(self) -> None:
         while self._cleanup:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cachekit import CountingSource, open_blob
-from erofsd.cache.blob import CacheTuning, filling
+from erofsd.cache.blob import BackgroundFill, CacheTuning
 from erofsd.cache.presentmap import HEADER, Header
 from erofsd.cache.store import BlobCache
 from erofsd.errors import CacheError, IntegrityError
@@ -90,7 +90,7 @@ def test_a_fill_fetches_the_whole_blob_in_order_once_beside_a_reader(image, tmp_
     source = CountingSource(LayoutSource(image["layout"]), delay=0.02)
     cache, blob, _ = open_blob(image, tmp_path, source=source, merge_limit=4 * 65536)
     blob.read_at(65536 * 6, 10)  # present already: the fill skips it
-    with filling([blob, object()], streams=2):  # what is not a cached blob is left alone
+    with BackgroundFill([blob, object()], streams=2):  # what is not a cached blob is left alone
         assert blob.read_at(65536 * 30, 65536) == image["blob_bytes"][65536 * 30:65536 * 31]
         deadline = time.monotonic() + 30
         while not blob.complete and time.monotonic() < deadline:
@@ -108,7 +108,7 @@ def test_a_fill_fetches_the_whole_blob_in_order_once_beside_a_reader(image, tmp_
 def test_a_fill_stops_at_the_end_of_its_block_and_on_a_failing_source(image, tmp_path):
     source = CountingSource(LayoutSource(image["layout"]), delay=0.05)
     cache, blob, _ = open_blob(image, tmp_path, source=source, merge_limit=65536)
-    with filling([blob], streams=1):
+    with BackgroundFill([blob], streams=1):
         time.sleep(0.12)
     fetched = len(source.requests)
     time.sleep(0.2)
@@ -117,7 +117,7 @@ def test_a_fill_stops_at_the_end_of_its_block_and_on_a_failing_source(image, tmp
     down = CountingSource(LayoutSource(image["layout"]))
     cache, blob, _ = open_blob(image, tmp_path / "down", source=down)
     down.fail = True
-    with filling([blob]):
+    with BackgroundFill([blob]):
         pass  # the threads give up at once; leaving the block does not hang
     assert blob.cached_bytes == 0
     down.fail = False

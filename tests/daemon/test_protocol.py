@@ -22,8 +22,10 @@ def mount_body(**fields) -> bytes:
 
 def test_a_good_request_round_trips():
     request = MountRequest.from_json(parse_body(mount_body(fsid="f", domain_id="d", mode="fuse",
-                                                           insecure=True, mirror="http://m")))
-    assert request == MountRequest("docker://h/r:t", "/mnt/a", "f", "d", "fuse", True, "http://m")
+                                                           insecure=True, mirror="http://m",
+                                                           prefetch=True)))
+    assert request == MountRequest("docker://h/r:t", "/mnt/a", "f", "d", "fuse", True, "http://m",
+                                   True)
     assert MountRequest.from_json(request.to_json()) == request
     assert MountRequest.from_json(parse_body(mount_body())).mode == "auto"
     assert UmountRequest.from_json(UmountRequest("/mnt/a", True).to_json()).lazy is True
@@ -35,6 +37,7 @@ def test_a_good_request_round_trips():
     (mount_body(mountpoint=["/mnt"]), "mountpoint must be a string, not list"),
     (mount_body(insecure="yes"), "insecure must be true or false, not str"),
     (mount_body(insecure=1), "insecure must be true or false, not int"),
+    (mount_body(prefetch="all"), "prefetch must be true or false, not str"),
     (mount_body(fsid={"a": 1}), "fsid must be a string, not dict"),
     (mount_body(mode="magic"), "unknown mode 'magic'"),
     (mount_body(image=""), "image must not be empty"),

@@ -8,6 +8,8 @@ every mount equals the source.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from erofsd.cache.store import BlobCache
@@ -140,3 +142,45 @@ def test_the_daemon_keeps_its_cache_under_the_configured_size(tmp_path, pushed_f
         assert status["cache_max_size"] == 64 * 1024
         assert sorted(e.split()[0] for e in status["cache_evicted"]) == ["erofs,one"] * 2
         assert_same_tree(snapshot_dir(b), family_snapshots["b"])  # in use: kept and right
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_prefetching_mount_fetches_the_whole_image_once_without_a_read(daemon, pushed_family,
+                                                                         family_snapshots, mode):
+    client = daemon.client
+    point = daemon.mountpoint("a")
+    view = client.mount(pushed_family["a"], point, domain_id="d1", mode=mode, insecure=True,
+                        prefetch=True)
+    assert view["prefetch"] is True
+    blobs = {b.digest: b for b in family_snapshots["a_manifest"].blobs}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = client.status()
+        mine = {c["blob"]: c for c in status["cookies"]}
+        if all(mine[d]["cached_bytes"] == b.data_size for d, b in blobs.items()) \
+                and not status["mounts"][0]["prefetching"]:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the prefetch did not finish: {status}")
+    assert all(mine[d]["read_bytes"] == 0 for d in blobs)  # nobody read: the fill did it
+    assert {d: mine[d]["fetched_bytes"] for d in blobs} == {d: b.size for d, b in blobs.items()}
+    assert_same_tree(snapshot_dir(point), family_snapshots["a"])
+    after = {c["blob"]: c["fetched_bytes"] for c in client.status()["cookies"]}
+    assert {d: after[d] for d in blobs} == {d: b.size for d, b in blobs.items()}  # no refetch
+    client.umount(point)
+
+
+def test_prefetch_stops_with_its_mount_and_is_refused_where_the_kernel_fills(daemon,
+                                                                           pushed_family):
+    client = daemon.client
+    for n in range(3):  # unmounted at once: the fill stops, the cookies go
+        point = daemon.mountpoint(f"p{n}")
+        client.mount(pushed_family["b"], point, insecure=True, prefetch=True)
+        client.umount(point)
+    status = client.status()
+    assert status["mounts"] == [] and status["cookies"] == []
+    result = daemon.cli("mount", pushed_family["b"], str(daemon.mountpoint("f")), "--insecure",
+                        "--mode", "fscache", "--prefetch")
+    assert result.returncode == 1 and b"fscache" in result.stderr
+    assert b"Traceback" not in result.stderr

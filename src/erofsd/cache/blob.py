@@ -30,7 +30,6 @@ returned and never stored.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -39,7 +38,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from ..erofs.chunktable import ChunkTable
 from ..erofs.readat import ReadAt
@@ -450,27 +449,40 @@ class CachedBlob:
                         self.ref.digest, self.volume, dropped)
 
 
-@contextlib.contextmanager
-def filling(blobs: Sequence[ReadAt], streams: int = FILL_STREAMS) -> Iterator[None]:
-    """Within the block, ``streams`` threads fetch the cached ``blobs`` whole, in order
-    (other blobs are ignored): for a reader about to read everything."""
-    stop = threading.Event()
-    cached = [b for b in blobs if isinstance(b, CachedBlob)]
-    threads = [threading.Thread(target=_fill_all, args=(cached, stop), daemon=True,
-                                name=f"erofsd-fill-{n}") for n in range(streams if cached else 0)]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        for thread in threads:
+class BackgroundFill:
+    """Threads that fetch the cached ones of ``blobs`` whole, in order, until every
+    frame is present or ``stop`` (other blobs are ignored). For a reader about
+    to read everything (``with BackgroundFill(blobs): ...``), and for a mount
+    asked to prefetch its image."""
+
+    def __init__(self, blobs: Sequence[ReadAt], streams: int = FILL_STREAMS) -> None:
+        self._stop = threading.Event()
+        cached = [b for b in blobs if isinstance(b, CachedBlob)]
+        self._threads = [threading.Thread(target=self._run, args=(cached,), daemon=True,
+                                          name=f"erofsd-fill-{n}")
+                         for n in range(streams if cached else 0)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, blobs: Sequence[CachedBlob]) -> None:
+        for blob in blobs:
+            blob.fill(self._stop)
+
+    @property
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def stop(self) -> None:
+        """Stop and wait (for at most the requests in flight)."""
+        self._stop.set()
+        for thread in self._threads:
             thread.join()
 
+    def __enter__(self) -> BackgroundFill:
+        return self
 
-def _fill_all(blobs: Sequence[CachedBlob], stop: threading.Event) -> None:
-    for blob in blobs:
-        blob.fill(stop)
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def read_from_sources(sources: Sequence[BlobSource], digest: str, offset: int,

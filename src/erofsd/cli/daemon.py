@@ -46,13 +46,15 @@ def daemon(config_path: str | None, state_dir: str | None, socket_path: str | No
 @click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True,
               help="Data path: auto picks fanotify, then fscache, then fuse, where each works.")
 @click.option("--mirror", default=None, metavar="URL", help="A static blob mirror to try first.")
+@click.option("--prefetch", is_flag=True,
+              help="Fetch the whole image in the background once mounted (not in fscache mode).")
 @insecure_option
 @socket_option
 @state_dir_option
 @json_option
 def mount(image: str, mountpoint: str, fsid: str | None, domain_id: str | None, mode: str,
-          mirror: str | None, insecure: bool, socket_path: str | None, state_dir: str | None,
-          as_json: bool) -> None:
+          mirror: str | None, prefetch: bool, insecure: bool, socket_path: str | None,
+          state_dir: str | None, as_json: bool) -> None:
     """Mount IMAGE at MOUNTPOINT, lazily (starts the daemon if none is running).
 
     --state-dir only matters when this command starts the daemon.
@@ -62,7 +64,7 @@ def mount(image: str, mountpoint: str, fsid: str | None, domain_id: str | None, 
     if pid is not None:
         click.echo(f"started the erofsd daemon (pid {pid}) on {client.socket_path}", err=True)
     fields = {"fsid": fsid, "domain_id": domain_id, "mode": mode, "insecure": insecure,
-              "mirror": mirror}
+              "mirror": mirror, "prefetch": prefetch}
     view = client.mount(image, mountpoint, **{k: v for k, v in fields.items() if v})
     if as_json:
         click.echo(json.dumps(view, indent=2))

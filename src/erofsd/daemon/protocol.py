@@ -2,7 +2,7 @@
 
     GET    /v1/status     the mounts, domains and cookies (``erofsd status --json``)
     POST   /v1/mounts     MountRequest: {"image", "mountpoint", "fsid"?, "domain_id"?,
-                          "mode"?, "insecure"?, "mirror"?}
+                          "mode"?, "insecure"?, "mirror"?, "prefetch"?}
     DELETE /v1/mounts     UmountRequest: {"mountpoint", "lazy"?}
     POST   /v1/stop       StopRequest: {"keep_mounts"?}
     GET    /metrics       the same figures for Prometheus
@@ -95,6 +95,7 @@ class MountRequest:
     mode: str = "auto"
     insecure: bool = False
     mirror: str | None = None
+    prefetch: bool = False  # fetch the whole image in the background once mounted
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> MountRequest:
@@ -105,7 +106,8 @@ class MountRequest:
         request = cls(image=_text(body, "image", required=True),
                       mountpoint=_text(body, "mountpoint", required=True),
                       fsid=_text(body, "fsid"), domain_id=_text(body, "domain_id"),
-                      mode=mode, insecure=_flag(body, "insecure"), mirror=_text(body, "mirror"))
+                      mode=mode, insecure=_flag(body, "insecure"), mirror=_text(body, "mirror"),
+                      prefetch=_flag(body, "prefetch"))
         if request.fsid is not None:
             validate_name(request.fsid, "fsid")
         if request.domain_id is not None:

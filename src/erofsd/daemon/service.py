@@ -32,7 +32,7 @@ from pathlib import Path
 
 import trio
 
-from ..cache.blob import CachedBlob
+from ..cache.blob import BackgroundFill, CachedBlob
 from ..cache.store import BlobCache
 from ..datapaths.base import DataPath, Mount
 from ..datapaths.fanotify import FanotifyPath
@@ -112,6 +112,9 @@ class Daemon:
         Kept mounts keep the holder too: it has the kernel's fds for the next daemon.
         """
         if keep_mounts:
+            for mount in self.mounts.values():  # the next daemon takes the fills back too
+                if mount.fill is not None:
+                    await trio.to_thread.run_sync(mount.fill.stop)
             self.table.close()
             return {"kept": sorted(self.mounts)}
         busy = []
@@ -172,6 +175,9 @@ class Daemon:
 
     async def mount(self, request: MountRequest) -> dict:
         path = self.data_path(request.mode)
+        if request.prefetch and not path.fills_through_cache:
+            raise InvalidArgument(f"prefetch is not available in {path.name} mode: the kernel "
+                                  "fills its own cache there", errno=errno.EOPNOTSUPP)
         point = self._claim(request.mountpoint)
         try:
             transport = self._transports[request.insecure]
@@ -184,7 +190,7 @@ class Daemon:
                 fsid=request.fsid or default_fsid(manifest.bootstrap.digest),
                 domain_id=request.domain_id, mode=path.name,
                 manifest=resolved.manifest.decode(), manifest_digest=resolved.digest,
-                insecure=request.insecure, mirror=request.mirror)
+                insecure=request.insecure, mirror=request.mirror, prefetch=request.prefetch)
             await self._serve(mount, path, resolved, adopt=False)
         finally:
             self._busy.discard(point)
@@ -224,6 +230,8 @@ class Daemon:
             self.mounts[mount.mountpoint] = mount
             self.table.add(mount)
             undo.pop_all()
+        if mount.prefetch:  # after a restart too: what is present already is skipped
+            mount.fill = BackgroundFill(mount.cached_blobs())
 
     def _keep_and_register(self, mount: Mount, resolved: ResolvedImage) -> None:
         """The bootstrap kept, then the registration: one thread hop for both."""
@@ -252,6 +260,8 @@ class Daemon:
         self._busy.add(point)
         try:
             await self.paths[mount.mode].detach(mount, lazy=lazy)
+            if mount.fill is not None:  # before its blobs close
+                await trio.to_thread.run_sync(mount.fill.stop)
             await self._unregister(mount)
             os.close(mount.bootstrap_fd)
             del self.mounts[point]
@@ -293,7 +303,8 @@ class Daemon:
         return {"name": mount.name, "fsid": mount.fsid, "domain_id": mount.domain_id,
                 "volume": mount.volume, "blobs": mount.registration.blobs,
                 "mountpoint": mount.mountpoint, "mode": mount.mode, "image": mount.image,
-                "manifest_digest": mount.manifest_digest,
+                "manifest_digest": mount.manifest_digest, "prefetch": mount.prefetch,
+                "prefetching": mount.fill is not None and mount.fill.running,
                 **self.paths[mount.mode].describe(mount)}
 
     def _reads_elsewhere(self) -> dict[tuple[str, str], int]:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import trio
 
-from ..cache.blob import CachedBlob
+from ..cache.blob import BackgroundFill, CachedBlob
 from ..domain import Registration, mount_name, volume_of
 from ..errors import Busy, ErofsdError
 from ..kernel.mount import umount
@@ -34,7 +34,7 @@ from ..oci.image import ErofsdManifest
 from ..oci.source import BlobSource, SourcedBlob
 
 PERSISTED = ("mountpoint", "image", "fsid", "domain_id", "mode", "manifest", "manifest_digest",
-             "insecure", "mirror", "worker_pid", "created")
+             "insecure", "mirror", "worker_pid", "created", "prefetch")
 
 
 @dataclasses.dataclass(eq=False)
@@ -57,11 +57,13 @@ class Mount:
     mirror: str | None = None
     worker_pid: int | None = None  # the FUSE worker process
     created: float = dataclasses.field(default_factory=time.time)
+    prefetch: bool = False  # fetch the whole image in the background once mounted
     # live
     source: BlobSource | None = dataclasses.field(default=None, repr=False)
     bootstrap_path: str = ""
     bootstrap_fd: int = -1  # holds a shared lock: GC leaves the bootstrap alone
     registration: Registration | None = dataclasses.field(default=None, repr=False)
+    fill: BackgroundFill | None = dataclasses.field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -107,6 +109,9 @@ class DataPath(abc.ABC):
     are no-ops here."""
 
     name: ClassVar[str]
+    # whether the data the kernel reads is filled through the cache's blobs (so a
+    # mount can prefetch them), or by the kernel into a cache of its own (fscache)
+    fills_through_cache: ClassVar[bool] = True
 
     @staticmethod
     @abc.abstractmethod

@@ -41,7 +41,7 @@ class DaemonLink:
         host = parse_registry_ref(snapshot.image).host
         fields = {"fsid": fsid_of(namespace, snapshot), "domain_id": placement.domain,
                   "mode": placement.mode, "insecure": self.config.insecure(host),
-                  "mirror": self.config.mirror}
+                  "mirror": self.config.mirror, "prefetch": placement.prefetch}
         self.client().mount(snapshot.image, snapshot.mountpoint,
                             **{k: v for k, v in fields.items() if v is not None})
 
