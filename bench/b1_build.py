@@ -6,7 +6,8 @@ writes compressed blobs (its default) and, third in the alternation,
 uncompressed ones (`--compression none`, what it wrote before). Like with
 like: erofsd's uncompressed build against that mkfs.erofs, and erofsd's
 compressed build against mkfs.erofs compressing too (`-zlz4hc`, the best
-compressor erofs-utils 1.5 has here; it writes one image, no chunks).
+compressor erofs-utils 1.5 has here; it writes one image, no chunks), on
+the stdlib only: over the large files' random bytes it runs at 4 MiB/s.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def run(quick: bool) -> list[Figure]:
         with tempfile.TemporaryDirectory(prefix="erofsd-bench-") as tmp:
             work = Path(tmp)
             _erofsd(tree, work), _mkfs(tree, work)  # warm the page cache for both
-            ours, peer, plain, lz4hc = alternate(
-                runs, lambda t=tree, w=work: _erofsd(t, w), lambda t=tree, w=work: _mkfs(t, w),
-                lambda t=tree, w=work: _erofsd(t, w, "--compression", "none"),
-                lambda t=tree, w=work: _mkfs_lz4hc(t, w))
+            contenders = [lambda t=tree, w=work: _erofsd(t, w),
+                          lambda t=tree, w=work: _mkfs(t, w),
+                          lambda t=tree, w=work: _erofsd(t, w, "--compression", "none")]
+            if name == "stdlib":  # lz4hc takes minutes over incompressible large files
+                contenders.append(lambda t=tree, w=work: _mkfs_lz4hc(t, w))
+            ours, peer, plain, *lz4hc = alternate(runs, *contenders)
         params = {"data": name, "files": files, "bytes": size, "runs": runs}
         mib = size / MIB
         figures.append(Figure("B1", f"build throughput, {name}", "MiB/s",
@@ -69,9 +72,10 @@ def run(quick: bool) -> list[Figure]:
         figures.append(Figure("B1", f"build throughput, {name}, both uncompressed", "MiB/s",
                               mib / median(plain), "mkfs.erofs", mib / median(peer), params,
                               goal=">= 1.0"))
-        figures.append(Figure("B1", f"build throughput, {name}, both compressed", "MiB/s",
-                              mib / median(ours), "mkfs.erofs -zlz4hc", mib / median(lz4hc),
-                              params, goal=">= 1.0"))
+        if lz4hc:
+            figures.append(Figure("B1", f"build throughput, {name}, both compressed", "MiB/s",
+                                  mib / median(ours), "mkfs.erofs -zlz4hc",
+                                  mib / median(lz4hc[0]), params, goal=">= 1.0"))
         figures.append(Figure("B1", f"build CPU time, {name}", "s", median(ours, "cpu"),
                               "mkfs.erofs", median(peer, "cpu"), params,
                               higher_is_better=False))
