@@ -13,7 +13,7 @@ mid-byte, so this module drives libz itself (``inflate`` with ``Z_BLOCK``,
   output after the last, and carries its checkpoint and the sha256 of its
   compressed and of its uncompressed bytes.
 - ``inflate_span`` turns a span's compressed bytes back into exactly its
-  uncompressed bytes.
+  uncompressed bytes, from its checkpoint.
 
 Spans are contiguous on both sides: span k's compressed bytes run from its
 ``in_offset`` to the next span's, and the partial byte a block starts in
@@ -229,17 +229,15 @@ class GzipIndexer:
             self._close_span()
 
 
-def inflate_span(span: Span, compressed: bytes) -> bytes:
-    """The span's uncompressed bytes from its compressed ones; InflateError when these do
-    not inflate to exactly ``span.out_length`` bytes."""
-    if len(compressed) != span.in_length:
-        raise InflateError(f"{len(compressed)} compressed bytes for a span of {span.in_length}")
+def inflate_span(checkpoint: Checkpoint, compressed: bytes, length: int) -> bytes:
+    """A span's ``length`` uncompressed bytes from its compressed ones, entered at its
+    checkpoint; InflateError when they do not inflate to exactly that many."""
     inflater = _Inflater(_RAW)
     try:
-        inflater.prime(span.checkpoint)
+        inflater.prime(checkpoint)
         inflater.feed(compressed)
         parts, got, skip = [], 0, _TRAILER
-        while got <= span.out_length:
+        while got <= length:
             code, made = inflater.step(_Z_NO_FLUSH)
             parts.append(made)
             got += len(made)
@@ -255,6 +253,6 @@ def inflate_span(span: Span, compressed: bytes) -> bytes:
     finally:
         inflater.close()
     data = b"".join(parts)
-    if len(data) != span.out_length:
-        raise InflateError(f"the span inflates to {len(data)} bytes, not {span.out_length}")
+    if len(data) != length:
+        raise InflateError(f"the span inflates to {len(data)} bytes or more, not {length}")
     return data
