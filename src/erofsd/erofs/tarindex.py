@@ -85,24 +85,43 @@ class _Measured:
         return TarDevice("sha256:" + self._hash.hexdigest(), self.size)
 
 
+class TarIndexBuilder:
+    """Layers added one by one, lowest first; ``finish`` writes the bootstrap."""
+
+    def __init__(self, *, chunk_size: int = INDEX_CHUNK, rootless: bool = False) -> None:
+        self.chunk_size = check_chunk_size(chunk_size, TAR_BLOCK)
+        self.rootless = rootless
+        self._merged: Node | None = None
+        self.devices: list[TarDevice] = []
+
+    def add_layer(self, name: str, stream: BinaryIO) -> TarDevice:
+        """Read one uncompressed tar stream to its end; BuildError names what is wrong."""
+        measured = _Measured(stream)
+        reader = TarLayerReader(name, len(self.devices) + 1, _Locator(name, self.chunk_size),
+                                self._merged, rootless=self.rootless)
+        tree = reader.read(measured)
+        try:
+            device = measured.finish()
+        except ValueError as e:  # what follows the tar's end does not decompress
+            raise BuildError(f"layer {name}: {e}") from None
+        self._merged = merge_layer(self._merged, tree)
+        self.devices.append(device)
+        return device
+
+    def finish(self) -> TarIndex:
+        if self._merged is None:
+            raise BuildError("an index needs at least one layer")
+        slots = [DeviceSlot(d.diff_id.split(":", 1)[1].encode(), d.blocks) for d in self.devices]
+        uuid = hashlib.sha256("".join(d.diff_id for d in self.devices).encode()).digest()[:16]
+        bootstrap = write_bootstrap(self._merged, slots, self.chunk_size, uuid=uuid,
+                                    blkszbits=TAR_BLOCK.bit_length() - 1)
+        return TarIndex(bootstrap, tuple(self.devices))
+
+
 def index_tar_layers(layers: Sequence[tuple[str, BinaryIO]], *,
                      chunk_size: int = INDEX_CHUNK, rootless: bool = False) -> TarIndex:
     """The index of ``layers`` ((name, uncompressed tar stream), lowest first)."""
-    check_chunk_size(chunk_size, TAR_BLOCK)
-    if not layers:
-        raise BuildError("an index needs at least one layer")
-    merged: Node | None = None
-    devices = []
-    for device, (name, stream) in enumerate(layers, start=1):
-        measured = _Measured(stream)
-        reader = TarLayerReader(name, device, _Locator(name, chunk_size), merged,
-                                rootless=rootless)
-        tree = reader.read(measured)
-        devices.append(measured.finish())
-        merged = merge_layer(merged, tree)
-    assert merged is not None
-    slots = [DeviceSlot(d.diff_id.split(":", 1)[1].encode(), d.blocks) for d in devices]
-    uuid = hashlib.sha256("".join(d.diff_id for d in devices).encode()).digest()[:16]
-    bootstrap = write_bootstrap(merged, slots, chunk_size, uuid=uuid,
-                                blkszbits=TAR_BLOCK.bit_length() - 1)
-    return TarIndex(bootstrap, tuple(devices))
+    builder = TarIndexBuilder(chunk_size=chunk_size, rootless=rootless)
+    for name, stream in layers:
+        builder.add_layer(name, stream)
+    return builder.finish()
