@@ -44,9 +44,13 @@ class ImageIndex:
 
 
 def index_image(image: ResolvedImage, subject: Descriptor, *, span_size: int = DEFAULT_SPAN,
-                progress: Callable[[int], None] | None = None) -> ImageIndex:
-    """Read every layer of ``image`` once; its index, or an ErofsdError naming the layer."""
+                progress: Callable[[int], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> ImageIndex:
+    """Read every layer of ``image`` once; its index, or an ErofsdError naming the layer.
+    ``on_total`` hears the compressed bytes to read before ``progress`` hears any."""
     ordinary = read_ordinary(image, image.reference)
+    if on_total:
+        on_total(sum(layer.size for layer in ordinary.layers))
     streams = []
     for n, layer in enumerate(ordinary.layers):
         diff_id = ordinary.diff_ids[n] if ordinary.diff_ids else None
