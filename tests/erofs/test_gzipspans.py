@@ -103,3 +103,14 @@ def test_a_span_refuses_bytes_that_are_not_its_own():
     except InflateError:
         return
     assert hashlib.sha256(data).digest() != second.out_digest  # the digest catches it
+
+
+def test_bytes_after_the_last_cut_that_make_no_output_end_the_span_before():
+    """Go's gzip ends with an empty block after a flush: no output follows the last cut."""
+    import zlib
+    raw = TEXT[:600_000]
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    body = compressor.compress(raw) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    gz = body + compressor.flush(zlib.Z_FINISH)  # an empty final block, then the trailer
+    for span_size in (1, 100_000, len(raw)):
+        check_spans(raw, gz, span_size)

@@ -148,6 +148,10 @@ class GzipIndexer:
         self._start: tuple[int, int, Checkpoint] = (0, 0, Checkpoint())
         self._out_hash, self._in_hash = hashlib.sha256(), hashlib.sha256()
         self._in_hashed = 0  # compressed bytes in the span hashes so far
+        # the span before, still open to take the stream's last bytes if no output follows
+        # the last cut (a final empty block, say): its hash so far, and those bytes
+        self._before = hashlib.sha256()
+        self._tail = bytearray()
         self._done = False
         self._member_ended = False
 
@@ -206,8 +210,10 @@ class GzipIndexer:
 
     def _hash_compressed_to(self, end: int) -> None:
         if self._started and end > self._in_hashed:
-            self._in_hash.update(self._data[self._in_hashed - self._fed_from:
-                                            end - self._fed_from])
+            piece = self._data[self._in_hashed - self._fed_from:end - self._fed_from]
+            self._in_hash.update(piece)
+            if self.spans and self.size == self._start[0]:  # nothing made since the cut
+                self._tail += piece
             self._in_hashed = end
 
     def _close_span(self) -> None:
@@ -216,7 +222,17 @@ class GzipIndexer:
         self.spans.append(Span(out_offset, self.size - out_offset, in_offset,
                                self.compressed_size - in_offset, checkpoint,
                                self._out_hash.digest(), self._in_hash.digest()))
+        self._before, self._tail = self._in_hash, bytearray()
         self._out_hash, self._in_hash = hashlib.sha256(), hashlib.sha256()
+
+    def _extend_last_span(self) -> None:
+        """The bytes after the last cut made no output: they end the span before."""
+        self._hash_compressed_to(self.compressed_size)
+        last = self.spans[-1]
+        self._before.update(self._tail)
+        self.spans[-1] = dataclasses.replace(
+            last, in_length=self.compressed_size - last.in_offset,
+            in_digest=self._before.digest())
 
     def _finish(self) -> None:
         self._done = True
@@ -227,6 +243,8 @@ class GzipIndexer:
             raise InflateError(f"the gzip stream is truncated at byte {self.compressed_size}")
         if self.size > self._start[0] or not self.spans:
             self._close_span()
+        else:
+            self._extend_last_span()
 
 
 def inflate_span(checkpoint: Checkpoint, compressed: bytes, length: int) -> bytes:

@@ -1,0 +1,89 @@
+"""An ordinary image read lazily through its index: the cache, the reader, the trust rule."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from clikit import erofsd
+from erofsd.errors import BadReference, NotFound
+from erofsd.images import ReadOptions, open_image
+from erofsd.oci.indexartifact import index_reference
+from erofsd.oci.layout import OciLayout
+from imagekit import umoci_image, umoci_unpack, write_image
+from oci.test_convert import feature_layers
+from treeutil import assert_same_tree, snapshot_dir, snapshot_image
+
+
+@pytest.fixture(scope="module")
+def ordinary(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ordinary")
+    stdlib = Path(sys.modules["json"].__file__).parent.parent
+    reference = umoci_image(root / "layout", "real", [stdlib / "email", stdlib / "json",
+                                                       stdlib / "asyncio"])
+    report = index_reference(reference, span_size=64 << 10)
+    expected = snapshot_dir(umoci_unpack(reference, root / "bundle"))
+    expected.pop(b"/")
+    return {"ref": reference, "index": report.index.digest, "expected": expected,
+            "image_bytes": report.image_bytes, "table_bytes": report.table_bytes, "root": root}
+
+
+def test_the_whole_tree_reads_back_through_the_cache_and_once(ordinary, tmp_path):
+    options = ReadOptions(state_dir=str(tmp_path / "state"), index=ordinary["index"])
+    with open_image(ordinary["ref"], options=options) as opened:
+        assert opened.image.block_size == 512
+        tree = snapshot_image(opened.image)
+        fetched = sum(b.stats.fetched_bytes for b in opened.blobs)
+    tree.pop(b"/")
+    assert_same_tree(tree, ordinary["expected"])
+    # each layer's span table, then every span once (all but the gzip headers), nothing twice
+    spans = fetched - ordinary["table_bytes"]
+    assert ordinary["image_bytes"] - 3 * 10 <= spans <= ordinary["image_bytes"]
+
+
+def test_one_file_fetches_its_spans_not_the_layer(ordinary, tmp_path):
+    options = ReadOptions(state_dir=str(tmp_path / "state"), index=ordinary["index"])
+    with open_image(ordinary["ref"], options=options) as opened:
+        image = opened.image
+        inode = image.lookup(b"/message.py")  # umoci copied each tree's contents to /
+        data = image.read(inode, 0, inode.size)
+        fetched = sum(b.stats.fetched_bytes for b in opened.blobs)
+    assert data == (Path(sys.modules["email"].__file__).parent / "message.py").read_bytes()
+    assert 0 < fetched - ordinary["table_bytes"] < ordinary["image_bytes"] / 4
+
+
+def test_the_cli_reads_through_an_index_and_discovers_one_when_asked(ordinary, tmp_path):
+    out = erofsd("cat", ordinary["ref"], "/decoder.py", "--index", ordinary["index"],
+                 "--state-dir", str(tmp_path / "s1"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (Path(sys.modules["json"].__file__).parent / "decoder.py").read_bytes()
+    found = erofsd("ls", ordinary["ref"], "/", "--index", "discover",
+                   "--state-dir", str(tmp_path / "s2"))
+    assert found.returncode == 0 and b"events.py" in found.stdout
+    plain = erofsd("ls", ordinary["ref"], "/")
+    assert plain.returncode == 1 and b"not an erofsd image" in plain.stderr
+
+
+def test_an_index_of_another_image_is_refused(ordinary, tmp_path):
+    other = write_image(tmp_path / "other", "t", feature_layers())
+    theirs = index_reference(other).index.digest
+    layout = OciLayout.open(tmp_path / "other")
+    ours = OciLayout.open(Path(ordinary["ref"].removeprefix("oci:").rsplit(":", 1)[0]))
+    ours.put_bytes(layout.read_blob(theirs))  # a referrer that lies about its subject
+    with pytest.raises(BadReference, match="indexes image"):
+        open_image(ordinary["ref"], options=ReadOptions(state_dir=str(tmp_path / "s"),
+                                                        index=theirs))
+    with pytest.raises(NotFound, match="no index sha256:0000"):
+        open_image(other, options=ReadOptions(state_dir=str(tmp_path / "s"),
+                                              index="sha256:" + "0" * 64))
+    bare = write_image(tmp_path / "bare", "t", feature_layers())
+    with pytest.raises(NotFound, match="no erofsd index"):
+        open_image(bare, options=ReadOptions(state_dir=str(tmp_path / "s"), index="discover"))
+    manifest = json.loads(layout.read_blob(theirs))
+    manifest["layers"] = manifest["layers"][:-1]  # a span table short
+    bad = layout.put_bytes(json.dumps(manifest).encode())
+    with pytest.raises(BadReference, match="one span table per layer"):
+        open_image(other, options=ReadOptions(state_dir=str(tmp_path / "s"), index=bad))
