@@ -9,15 +9,9 @@ import pytest
 from clikit import erofsd
 from erofsd.erofs.chunktable import ChunkTable
 from erofsd.oci.copy import push
-from erofsd.oci.indexartifact import (
-    ARTIFACT_TYPE,
-    DIFF_ID,
-    INDEX_BOOTSTRAP,
-    INDEX_SPANS,
-    LAYER,
-    index_reference,
-)
+from erofsd.oci.indexartifact import index_reference
 from erofsd.oci.layout import OciLayout
+from erofsd.oci.mediatypes import DIFF_ID, INDEX_ARTIFACT, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER
 from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
 from erofsd.oci.referrers import fallback_tag, of_type, referrers_in
 from erofsd.oci.registry import RegistryClient
@@ -33,10 +27,10 @@ def test_an_index_lands_beside_its_layout_image_once_however_often_it_is_made(tm
     assert first.index == again.index  # no timestamp: the same digest
     layout = OciLayout.open(tmp_path / "img")
     listed = layout.read_blob(layout.resolve(fallback_tag(first.subject.digest)).digest)
-    (entry,) = of_type(referrers_in(listed), ARTIFACT_TYPE)
+    (entry,) = of_type(referrers_in(listed), INDEX_ARTIFACT)
     assert entry.digest == first.index.digest
     manifest = json.loads(layout.read_blob(first.index.digest))
-    assert manifest["artifactType"] == ARTIFACT_TYPE
+    assert manifest["artifactType"] == INDEX_ARTIFACT
     assert manifest["subject"]["digest"] == first.subject.digest == layout.resolve("t").digest
     bootstrap, *tables = manifest["layers"]
     assert bootstrap["mediaType"] == INDEX_BOOTSTRAP
@@ -58,7 +52,7 @@ def test_an_index_lands_in_the_registry_beside_its_image(tmp_path, registry):
     client = RegistryClient(registry.host, Transport(insecure=True))
     ref = parse_registry_ref(target)
     listed, _, _ = client.get_manifest(ref.with_reference(tag=fallback_tag(report.subject.digest)))
-    assert [d.digest for d in of_type(referrers_in(listed), ARTIFACT_TYPE)] == \
+    assert [d.digest for d in of_type(referrers_in(listed), INDEX_ARTIFACT)] == \
         [report.index.digest]
     raw, _, digest = client.get_manifest(ref.with_reference(digest=report.index.digest))
     for layer in json.loads(raw)["layers"]:

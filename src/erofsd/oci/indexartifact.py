@@ -23,22 +23,25 @@ from .descriptor import Descriptor, canonical_json, sha256_digest
 from .indexer import DEFAULT_SPAN, ImageIndex, index_image
 from .layout import OciLayout
 from .manifest import parse_object
-from .mediatypes import OCI_INDEX, OCI_MANIFEST
+from .mediatypes import (
+    DIFF_ID,
+    EMPTY,
+    INDEX_ARTIFACT,
+    INDEX_BOOTSTRAP,
+    INDEX_SPANS,
+    LAYER,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    SPAN_SIZE,
+    TAR_SIZE,
+)
 from .reference import LayoutRef, RegistryRef, parse_reference
 from .referrers import fallback_tag, referrer_entry, with_referrer
 from .registry import RegistryClient
 from .source import resolve_image
 from .transport import Transport
 
-ARTIFACT_TYPE = "application/vnd.erofsd.tar-index.v1"
-INDEX_BOOTSTRAP = "application/vnd.erofsd.tar-index.bootstrap.v1"
-INDEX_SPANS = "application/vnd.erofsd.tar-index.spans.v1"
-EMPTY = "application/vnd.oci.empty.v1+json"
 EMPTY_BYTES = b"{}"
-SPAN_SIZE = "io.erofsd.index.span-size"
-LAYER = "io.erofsd.index.layer"
-DIFF_ID = "io.erofsd.index.diff-id"
-TAR_SIZE = "io.erofsd.index.tar-size"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +69,7 @@ def artifact_of(index: ImageIndex) -> Artifact:
                            {LAYER: layer.layer.digest, DIFF_ID: layer.diff_id,
                             TAR_SIZE: str(layer.tar_size)}))
     manifest = canonical_json({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": INDEX_ARTIFACT,
         "config": Descriptor(EMPTY, sha256_digest(EMPTY_BYTES), len(EMPTY_BYTES)).to_json(),
         "layers": layers, "subject": index.subject.to_json(),
         "annotations": {SPAN_SIZE: str(index.span_size)}})
@@ -76,7 +79,7 @@ def artifact_of(index: ImageIndex) -> Artifact:
 def publish(artifact: Artifact, subject: str, destination: LayoutRef | RegistryRef,
             transport: Transport) -> Descriptor:
     """Write the artifact and list it as a referrer of ``subject`` (a manifest digest)."""
-    entry = referrer_entry(artifact.descriptor, ARTIFACT_TYPE)
+    entry = referrer_entry(artifact.descriptor, INDEX_ARTIFACT)
     tag = fallback_tag(subject)
     if isinstance(destination, LayoutRef):
         layout = OciLayout.create(destination.path)

@@ -23,12 +23,10 @@ import json
 from ..errors import BadReference, NotFound
 from .descriptor import Descriptor, check_digest
 from .image import MAX_DATA_SIZE, BlobRef, ErofsdManifest
-from .indexartifact import ARTIFACT_TYPE, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER, TAR_SIZE
 from .manifest import parse_object
-from .referrers import fallback_tag, of_type, referrers_in
+from .mediatypes import INDEX_ARTIFACT, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER, TAR_SIZE
+from .referrers import DISCOVER, fallback_tag, of_type, referrers_in
 from .source import PinnedIndex, ResolvedImage
-
-DISCOVER = "discover"
 
 
 def image_manifest(image: ResolvedImage) -> ErofsdManifest:
@@ -56,7 +54,7 @@ def discover(image: ResolvedImage) -> str:
         listed = image.source.read_manifest(fallback_tag(image.digest))
     except NotFound:
         listed = None
-    found = of_type(referrers_in(listed), ARTIFACT_TYPE) if listed else []
+    found = of_type(referrers_in(listed), INDEX_ARTIFACT) if listed else []
     if not found:
         raise NotFound(f"{image.reference} has no erofsd index (make one with `erofsd index`)")
     return found[-1].digest
@@ -71,7 +69,7 @@ def indexed_manifest(manifest: bytes, digest: str, index: PinnedIndex) -> Erofsd
         value = json.loads(index.manifest)
     except ValueError:
         raise BadReference(f"{what} is not JSON") from None
-    if not isinstance(value, dict) or value.get("artifactType") != ARTIFACT_TYPE:
+    if not isinstance(value, dict) or value.get("artifactType") != INDEX_ARTIFACT:
         raise BadReference(f"{what} is not an erofsd index")
     subject = Descriptor.from_json(value.get("subject"), f"{what} subject")
     if subject.digest != digest:

@@ -16,6 +16,8 @@ from .descriptor import Descriptor, canonical_json
 from .manifest import parse_object
 from .mediatypes import OCI_INDEX
 
+DISCOVER = "discover"  # what a reader says to use the index its image's referrers list
+
 
 def fallback_tag(subject: str) -> str:
     algorithm, _, hex_digest = subject.partition(":")
