@@ -87,3 +87,17 @@ def test_an_index_of_another_image_is_refused(ordinary, tmp_path):
     bad = layout.put_bytes(json.dumps(manifest).encode())
     with pytest.raises(BadReference, match="one span table per layer"):
         open_image(other, options=ReadOptions(state_dir=str(tmp_path / "s"), index=bad))
+
+
+def test_inspect_and_check_know_an_index(ordinary, tmp_path):
+    state = ["--index", ordinary["index"], "--state-dir", str(tmp_path / "s")]
+    shown = erofsd("inspect", ordinary["ref"], "--json", *state)
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["index"] == ordinary["index"] and info["superblock"]["block_size"] == 512
+    assert {b["compression"] for b in info["blobs"]} == {"gzip"}
+    assert all(b["frames"] == b["chunks"] > 0 for b in info["blobs"])
+    text = erofsd("inspect", ordinary["ref"], *state).stdout
+    assert b"through this index" in text and b"spans" in text
+    checked = erofsd("check", ordinary["ref"], *state)
+    assert checked.returncode == 0 and checked.stdout.startswith(b"ok:"), checked.stderr

@@ -101,6 +101,7 @@ class ErofsdManifest:
     config: Descriptor
     bootstrap: Descriptor
     blobs: tuple[BlobRef, ...]
+    index_digest: str | None = None  # an ordinary image, served through this index
 
     @classmethod
     def parse(cls, raw: bytes, digest: str) -> ErofsdManifest:

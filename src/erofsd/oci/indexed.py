@@ -97,4 +97,4 @@ def indexed_manifest(manifest: bytes, digest: str, index: PinnedIndex) -> Erofsd
             raise BadReference(f"{what}: layer {n + 1} cannot be a tar of {tar_size} bytes")
         blobs.append(BlobRef(layer, tar_size, table.digest, layer.size, table_blob=table))
     config = Descriptor.from_json(image.get("config"), "config")
-    return ErofsdManifest(index.digest, config, bootstrap, tuple(blobs))
+    return ErofsdManifest(digest, config, bootstrap, tuple(blobs), index.digest)
