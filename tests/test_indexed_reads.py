@@ -101,3 +101,51 @@ def test_inspect_and_check_know_an_index(ordinary, tmp_path):
     assert b"through this index" in text and b"spans" in text
     checked = erofsd("check", ordinary["ref"], *state)
     assert checked.returncode == 0 and checked.stdout.startswith(b"ok:"), checked.stderr
+
+
+def test_a_lying_index_is_caught_once_a_layer_is_whole_and_nothing_stays_present(tmp_path):
+    """What only the index vouches for (a span's digest; its window shapes what the span
+    inflates to) is checked against the image's diff_id when the layer is whole."""
+    import dataclasses
+    import hashlib
+
+    from erofsd.erofs.chunktable import ChunkTable
+    from erofsd.erofs.gzipspans import inflate_span
+    from erofsd.errors import IntegrityError
+    from erofsd.oci.descriptor import sha256_digest
+    from erofsd.oci.mediatypes import INDEX_SPANS
+    from imagekit import TarBuilder
+
+    text = b"".join(b"line %d: the quick brown fox jumps over the lazy dog\n" % i
+                    for i in range(20_000))
+    source = write_image(tmp_path / "img", "t", [TarBuilder().file("big.txt", text).bytes()])
+    honest = index_reference(source, span_size=64 << 10).index.digest
+    layout = OciLayout.open(tmp_path / "img")
+    manifest = json.loads(layout.read_blob(honest))
+    spans = manifest["layers"][1]
+    table = ChunkTable.unpack(layout.read_blob(spans["digest"]))
+    blob = layout.read_blob(json.loads(layout.read_blob(manifest["subject"]["digest"]))
+                            ["layers"][0]["digest"])
+    k = 1  # a span entered with a window: a window of other bytes inflates to other bytes
+    frame, point = table.frames[k], table.checkpoints[k]
+    lie = dataclasses.replace(point, window=bytes(len(point.window)))
+    forged = inflate_span(lie, blob[frame.stored_offset:frame.stored_end], frame.length)
+    assert forged != text[frame.offset - 512:][:frame.length]
+    entries = list(table.entries)
+    entries[k] = dataclasses.replace(entries[k], digest=hashlib.sha256(forged).digest())
+    points = list(table.checkpoints)
+    points[k] = lie
+    raw = ChunkTable(tuple(entries), table.frames, tuple(points)).pack()
+    manifest["layers"][1] = {**spans, "digest": layout.put_bytes(raw), "size": len(raw)}
+    assert manifest["layers"][1]["mediaType"] == INDEX_SPANS
+    lying = layout.put_bytes(json.dumps(manifest).encode())
+    assert lying == sha256_digest(json.dumps(manifest).encode())
+    options = ReadOptions(state_dir=str(tmp_path / "state"), index=lying)
+    with open_image(source, options=options) as opened:
+        image, (layer,) = opened.image, opened.blobs
+        inode = image.lookup(b"/big.txt")
+        with pytest.raises(IntegrityError, match="not its diff_id"):
+            image.read(inode, 0, inode.size)
+        assert layer.cached_bytes == 0 and not layer.complete
+        with pytest.raises(IntegrityError):
+            image.read(inode, 0, 100)

@@ -65,6 +65,7 @@ class BlobRef:
     # the blob that holds the chunk table when the stored blob does not: an index's
     # span table, beside an ordinary gzip layer (None: the stored blob's tail)
     table_blob: Descriptor | None = None
+    diff_id: str | None = None  # sha256 of the whole data, checked once it is all present
 
     @property
     def digest(self) -> str:

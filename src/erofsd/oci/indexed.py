@@ -8,7 +8,10 @@ reader names its digest (``--index sha256:...``), or asks for discovery
 (``--index discover``) and so states that it trusts whoever can push to
 the repository. Either way it must be an erofsd index whose subject is
 exactly this image and whose span tables name exactly this image's layers,
-in order; and every byte served is checked against the index's digests.
+in order, with the diff_ids of the image's config; and every byte served is
+checked against the index's digests. What the index alone vouches for (a
+span's uncompressed digest) is checked against the image once a layer is
+whole: its tar against the diff_id, before anything marks it complete.
 
 The view is an ``ErofsdManifest`` like any erofsd image's: the index's
 bootstrap, and per layer a blob reference whose stored blob is the gzip
@@ -24,7 +27,7 @@ from ..errors import BadReference, NotFound
 from .descriptor import Descriptor, check_digest
 from .image import MAX_DATA_SIZE, BlobRef, ErofsdManifest
 from .manifest import parse_object
-from .mediatypes import INDEX_ARTIFACT, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER, TAR_SIZE
+from .mediatypes import DIFF_ID, INDEX_ARTIFACT, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER, TAR_SIZE
 from .referrers import DISCOVER, fallback_tag, of_type, referrers_in
 from .source import PinnedIndex, ResolvedImage
 
@@ -44,7 +47,12 @@ def with_index(image: ResolvedImage, choice: str) -> ResolvedImage:
     except NotFound:
         raise NotFound(f"{image.reference}: no index {digest} in its repository") from None
     pinned = PinnedIndex(raw, digest)
-    indexed_manifest(image.manifest, image.digest, pinned)  # refused here, not at the mount
+    view = indexed_manifest(image.manifest, image.digest, pinned)  # refused here, not later
+    config = parse_object(image.read_blob(view.config.digest, view.config.size, "config"),
+                          "image config")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    if diff_ids and [b.diff_id for b in view.blobs] != diff_ids:
+        raise BadReference(f"index {digest}: its layers' diff_ids are not the image's")
     return ResolvedImage(image.reference, image.manifest, image.digest, image.source, pinned)
 
 
@@ -95,6 +103,10 @@ def indexed_manifest(manifest: bytes, digest: str, index: PinnedIndex) -> Erofsd
             raise BadReference(f"{what}: span table {n + 1} lacks {TAR_SIZE}") from None
         if not 0 < tar_size <= MAX_DATA_SIZE or tar_size % 512:
             raise BadReference(f"{what}: layer {n + 1} cannot be a tar of {tar_size} bytes")
-        blobs.append(BlobRef(layer, tar_size, table.digest, layer.size, table_blob=table))
+        diff_id = table.annotations.get(DIFF_ID)
+        if diff_id is not None:
+            check_digest(diff_id)
+        blobs.append(BlobRef(layer, tar_size, table.digest, layer.size, table_blob=table,
+                             diff_id=diff_id))
     config = Descriptor.from_json(image.get("config"), "config")
     return ErofsdManifest(digest, config, bootstrap, tuple(blobs), index.digest)
