@@ -110,6 +110,7 @@ def test_an_ordinary_image_runs_lazily_through_its_index(node, registry, busybox
     from erofsd.oci.indexartifact import index_reference
     ordinary = busybox_images["ordinary"]
     report = index_reference(ordinary, insecure=True)
+    before = registry.blob_gets("ctd/ordinary", agent="containerd")  # by earlier tests
     pulled = json.loads(node.pull(ordinary, "--index", "discover", "--json").stdout)
     assert pulled["prepared"] == pulled["layers"] == 2  # the image's own two layers
     (mount,) = pulled["mounts"]
@@ -120,7 +121,7 @@ def test_an_ordinary_image_runs_lazily_through_its_index(node, registry, busybox
     big = node.containerd.ctr("task", "exec", "--exec-id", "e1", "c2", "sha256sum",
                               "/usr/share/big").stdout.split()[0]
     assert big == hashlib.sha256(busybox_images["files"]["/usr/share/big"]).hexdigest()
-    assert registry.blob_gets("ctd/ordinary", agent="containerd") == []  # containerd: none
+    assert registry.blob_gets("ctd/ordinary", agent="containerd") == before  # none now
     status = node.daemon.client.status()
     assert status["mounts"][0]["manifest_digest"] == report.subject.digest
     wrong = node.pull(busybox_images["a"], "--index", report.index.digest, check=False)
