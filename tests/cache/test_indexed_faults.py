@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 
-from cache.test_blob_faults import compressible, fast_retries, proxy, verify_cache  # noqa: F401
+import pytest
+
+from cache.test_blob_faults import compressible, verify_cache
 from erofsd.errors import ErofsdError
 from erofsd.images import ReadOptions, open_image
 from erofsd.oci.copy import push
@@ -17,8 +19,9 @@ from imagekit import TarBuilder, write_image
 READS = 600
 
 
-def test_reads_through_an_index_under_faults_hand_out_no_wrong_byte(registry, proxy,  # noqa: F811
-                                                                     fast_retries, tmp_path):
+@pytest.mark.usefixtures("fast_retries")
+def test_reads_through_an_index_under_faults_hand_out_no_wrong_byte(registry, faulty, tmp_path):
+    proxy = faulty
     rng = random.Random(21)
     files, tar = {}, TarBuilder()
     for i in range(30):
