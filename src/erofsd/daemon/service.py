@@ -308,7 +308,8 @@ class Daemon:
         return {"name": mount.name, "fsid": mount.fsid, "domain_id": mount.domain_id,
                 "volume": mount.volume, "blobs": mount.registration.blobs,
                 "mountpoint": mount.mountpoint, "mode": mount.mode, "image": mount.image,
-                "manifest_digest": mount.manifest_digest, "prefetch": mount.prefetch,
+                "manifest_digest": mount.manifest_digest, "index": mount.index_digest,
+                "prefetch": mount.prefetch,
                 "prefetching": mount.fill is not None and mount.fill.running,
                 **self.paths[mount.mode].describe(mount)}
 

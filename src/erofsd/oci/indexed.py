@@ -57,12 +57,16 @@ def with_index(image: ResolvedImage, choice: str) -> ResolvedImage:
 
 
 def discover(image: ResolvedImage) -> str:
-    """The digest of the newest erofsd index listed as a referrer of ``image``."""
-    try:
-        listed = image.source.read_manifest(fallback_tag(image.digest))
-    except NotFound:
-        listed = None
+    """The digest of the newest erofsd index listed as a referrer of ``image``: by the
+    registry's referrers API where it has one, else under the tag schema."""
+    listed = image.source.read_referrers(image.digest)
     found = of_type(referrers_in(listed), INDEX_ARTIFACT) if listed else []
+    if not found:
+        try:
+            listed = image.source.read_manifest(fallback_tag(image.digest))
+        except NotFound:
+            listed = None
+        found = of_type(referrers_in(listed), INDEX_ARTIFACT) if listed else []
     if not found:
         raise NotFound(f"{image.reference} has no erofsd index (make one with `erofsd index`)")
     return found[-1].digest

@@ -40,6 +40,10 @@ class BlobSource(Protocol):
         """A manifest of the same repository by its digest (verified) or tag; NotFound."""
         ...
 
+    def read_referrers(self, digest: str) -> bytes | None:
+        """The referrers API's list for ``digest``; None where there is no such API."""
+        ...
+
 
 class LayoutSource:
     """Blobs of a local OCI layout, read with pread; a few files kept open."""
@@ -86,6 +90,9 @@ class LayoutSource:
             raise NotFound(f"{self.layout.root} has no manifest {reference}")
         return self.layout.read_blob(reference, "manifest")
 
+    def read_referrers(self, digest: str) -> bytes | None:
+        return None  # a layout has only the tag schema
+
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
@@ -113,6 +120,9 @@ class RegistrySource:
         ref = RegistryRef(self.client.host, self.repository, None if pinned else reference,
                           reference if pinned else None)
         return self.client.get_manifest(ref)[0]  # checked against a digest it asks for
+
+    def read_referrers(self, digest: str) -> bytes | None:
+        return self.client.get_referrers(self.repository, digest)
 
 
 class MirrorSource:
@@ -150,6 +160,9 @@ class MirrorSource:
 
     def read_manifest(self, reference: str) -> bytes:
         return self.fallback.read_manifest(reference)
+
+    def read_referrers(self, digest: str) -> bytes | None:
+        return self.fallback.read_referrers(digest)
 
 
 @dataclasses.dataclass(frozen=True)
