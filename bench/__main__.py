@@ -17,6 +17,7 @@ from . import (
     b7_fscache,
     b8_container_start,
     b10_transfer,
+    b11_unconverted,
     convert,
     lazy_reads,
 )
@@ -25,7 +26,8 @@ from .common import print_table, write_json
 SUITE = {"B1": lambda quick: b1_build.run(quick) + convert.run(quick), "B2": b2_warm.run,
          "B3": lambda quick: b3_lazy_start.run(quick) + lazy_reads.run(quick),
          "B4": b4_sharing.run, "B5": b5_latency.run, "B6": b6_memory.run,
-         "B7": b7_fscache.run, "B8": b8_container_start.run, "B10": b10_transfer.run}
+         "B7": b7_fscache.run, "B8": b8_container_start.run, "B10": b10_transfer.run,
+         "B11": b11_unconverted.run}
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from .erofs.readat import BytesReadAt, FileReadAt, ReadAt
 from .erofs.storedblob import DecodedBlob
 from .errors import AlreadyExists, ErofsdError, IntegrityError, InvalidArgument, NotFound
 from .oci.image import ErofsdManifest, load_chunk_table
+from .oci.indexed import image_manifest, with_index
 from .oci.layout import OciLayout
 from .oci.manifest import select_manifest
 from .oci.reference import parse_layout_ref
@@ -46,10 +47,11 @@ class ReadOptions:
     platform: str | None = None
     readahead: int | None = None  # bytes fetched past a miss; None: the cache's default
     through_cache: bool = False  # read a local layout through the cache too
+    index: str | None = None  # an ordinary image's index: its digest, or "discover"
 
     @property
     def wants_cache(self) -> bool:
-        return bool(self.through_cache or self.domain_id or self.fsid)
+        return bool(self.through_cache or self.domain_id or self.fsid or self.index)
 
 
 @dataclasses.dataclass
@@ -185,7 +187,9 @@ def _open_cached(spec: str, options: ReadOptions) -> OpenedImage:
     try:
         resolved = resolve_image(spec, transport=transport, mirror=options.mirror,
                                  platform=options.platform)
-        manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
+        if options.index:
+            resolved = with_index(resolved, options.index)
+        manifest = image_manifest(resolved)
         fsid = validate_name(options.fsid or default_fsid(manifest.bootstrap.digest), "fsid")
         if options.domain_id is not None:
             validate_name(options.domain_id, "domain_id")
@@ -217,7 +221,7 @@ def open_resolved(resolved: ResolvedImage, cache: BlobCache, volume: str) -> Ope
     through ``cached_bootstrap`` and opens the same blobs through the
     registry, so worker and daemon serve exactly the manifest resolved once.
     """
-    manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
+    manifest = image_manifest(resolved)
     opened = OpenedImage(resolved.reference, manifest=manifest, volume=volume)
 
     def build() -> None:

@@ -14,6 +14,9 @@ def print_inspect(info: dict) -> None:
     console.print(f"[bold]image[/]      {info['image']}")
     if "manifest" in info:
         console.print(f"[bold]manifest[/]   {info['manifest']}")
+        if "index" in info:
+            console.print(f"[bold]index[/]      {info['index']} (the image is read as it is, "
+                          "through this index)")
         boot = info["bootstrap"]
         console.print(f"[bold]bootstrap[/]  {boot['digest']} ({format_size(boot['size'])})")
     console.print(f"[bold]superblock[/] block size {sb['block_size']}, {sb['blocks']} blocks, "
@@ -33,7 +36,9 @@ def print_inspect(info: dict) -> None:
             stored = format_size(blob["size"]) if "size" in blob else "-"
             data = format_size(blob["data_size"]) if "data_size" in blob else "-"
             coding = blob.get("compression", "-")
-            if "frames" in blob and blob["compression"] != "none":
+            if "frames" in blob and blob["compression"] == "gzip":
+                coding += f", {blob['frames']} spans"
+            elif "frames" in blob and blob["compression"] != "none":
                 coding += f", {blob['chunks']} chunks in {blob['frames']} frames"
             table.add_row(str(device["device"]), device["tag"] or "(empty)",
                           str(device["blocks"]), stored, data, coding)

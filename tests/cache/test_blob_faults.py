@@ -22,11 +22,9 @@ from erofsd.erofs import codec
 from erofsd.erofs.chunktable import ChunkTable
 from erofsd.errors import ErofsdError
 from erofsd.images import ReadOptions, open_image
-from erofsd.oci import source as source_module
 from erofsd.oci.copy import push
 from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
-from erofsd.oci.transport import RetryPolicy, Transport
-from faultproxy import FaultProxy
+from erofsd.oci.transport import Transport
 
 READS = 2000
 
@@ -60,30 +58,6 @@ def compressible(rng: random.Random, size: int) -> bytes:
     return bytes(out[:size])
 
 
-@pytest.fixture
-def proxy(registry):
-    rate = float(os.environ.get("FAULT_RATE", "0.35"))  # FAULT_RATE=0 shows the cost of faults
-    p = FaultProxy(registry.host, seed=3, rate=rate, stall_seconds=0.6)
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def fast_retries(monkeypatch):
-    """Short timeouts so stalls cost little; the retry logic itself is unchanged."""
-    policy = RetryPolicy(attempts=6, base_delay=0.01, max_delay=0.1, deadline=10,
-                         connect_timeout=1, read_timeout=0.3)
-    monkeypatch.setattr(source_module, "make_transport",
-                        lambda insecure=False, **kw: Transport(insecure=insecure, policy=policy))
-    original = Transport.__init__
-
-    def patched(self, *, insecure=False, policy=None, **kw):
-        original(self, insecure=insecure, policy=policy or RetryPolicy(
-            attempts=6, base_delay=0.01, max_delay=0.1, deadline=10, connect_timeout=1,
-            read_timeout=0.3), **kw)
-    monkeypatch.setattr(Transport, "__init__", patched)
-
-
 def verify_cache(state: Path) -> int:
     """Every chunk marked present in the state dir matches its digest; returns their count."""
     checked = 0
@@ -99,8 +73,9 @@ def verify_cache(state: Path) -> int:
     return checked
 
 
-def test_thousands_of_reads_through_faults_hand_out_no_wrong_byte(
-        pushed, proxy, fast_retries, tmp_path):
+@pytest.mark.usefixtures("fast_retries")
+def test_thousands_of_reads_through_faults_hand_out_no_wrong_byte(pushed, faulty, tmp_path):
+    proxy = faulty
     rng = random.Random(11)
     ref = f"docker://{proxy.host}/{pushed['repo']}"
     names = sorted(pushed["files"])
@@ -149,7 +124,9 @@ def test_thousands_of_reads_through_faults_hand_out_no_wrong_byte(
     assert sum(verify_cache(tmp_path / f"st{g}") for g in range(1, generation + 1)) > 100
 
 
-def test_registry_down_gives_errors_then_recovers(pushed, proxy, fast_retries, tmp_path):
+@pytest.mark.usefixtures("fast_retries")
+def test_registry_down_gives_errors_then_recovers(pushed, faulty, tmp_path):
+    proxy = faulty
     ref = f"docker://{proxy.host}/{pushed['repo']}"
     proxy.enabled = False
     options = ReadOptions(state_dir=str(tmp_path), insecure=True, readahead=0)

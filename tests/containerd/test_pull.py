@@ -103,3 +103,26 @@ def test_an_ordinary_image_runs_through_the_same_snapshotter(node, busybox_image
     assert node.containerd.run(name, "c1", "sh", "-c", "cat /app/a.txt; echo new > /tmp/x; "
                                "cat /tmp/x").stdout == "app a\nnew\n"
     assert node.daemon.client.status()["mounts"] == []  # nothing of erofsd's was needed
+
+
+def test_an_ordinary_image_runs_lazily_through_its_index(node, registry, busybox_images):
+    """No conversion: `erofsd index` beside the ordinary image, then a lazy pull and run."""
+    from erofsd.oci.indexartifact import index_reference
+    ordinary = busybox_images["ordinary"]
+    report = index_reference(ordinary, insecure=True)
+    before = registry.blob_gets("ctd/ordinary", agent="containerd")  # by earlier tests
+    pulled = json.loads(node.pull(ordinary, "--index", "discover", "--json").stdout)
+    assert pulled["prepared"] == pulled["layers"] == 2  # the image's own two layers
+    (mount,) = pulled["mounts"]
+    assert mount["domain_id"] == "node" and mount["blobs"][0].startswith("sha256:")
+    name = containerd_name(ordinary)
+    assert node.containerd.run(name, "c1", "cat", "/app/a.txt").stdout == "app a\n"
+    node.containerd.run(name, "c2", "sleep", "60", detach=True)
+    big = node.containerd.ctr("task", "exec", "--exec-id", "e1", "c2", "sha256sum",
+                              "/usr/share/big").stdout.split()[0]
+    assert big == hashlib.sha256(busybox_images["files"]["/usr/share/big"]).hexdigest()
+    assert registry.blob_gets("ctd/ordinary", agent="containerd") == before  # none now
+    status = node.daemon.client.status()
+    assert status["mounts"][0]["manifest_digest"] == report.subject.digest
+    wrong = node.pull(busybox_images["a"], "--index", report.index.digest, check=False)
+    assert wrong.returncode == 1 and "no index" in wrong.stderr  # not in that repository

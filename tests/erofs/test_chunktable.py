@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
+import io
 import os
 
 import pytest
@@ -11,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from erofsd.erofs import codec
-from erofsd.erofs.chunktable import FRAME, ChunkEntry, ChunkTable, Frame
+from erofsd.erofs.chunktable import FRAME, ChunkEntry, ChunkTable, Frame, span_table
+from erofsd.erofs.gzipspans import GzipIndexer
 from erofsd.errors import CorruptImage, IntegrityError
 
 
@@ -131,3 +134,46 @@ def test_bad_frames_are_refused():
             ChunkTable.unpack(damaged)
     with pytest.raises(CorruptImage, match="the table begins at 7"):
         ChunkTable.unpack(raw, table.data_size, 7)
+
+
+def _span_table(raw: bytes, span_size: int = 64 << 10) -> tuple[ChunkTable, bytes]:
+    gz = gzip.compress(raw, mtime=0)
+    indexer = GzipIndexer(io.BytesIO(gz).read, span_size)
+    while indexer.read(1 << 20):
+        pass
+    return span_table(indexer.spans), gz
+
+
+def test_a_span_table_round_trips_and_opens_every_span_of_the_layer():
+    raw = b"".join(f"line {i} of a text that gzip likes\n".encode() for i in range(60_000))
+    table, gz = _span_table(raw + os.urandom(200_000))
+    assert table.version == 3 and len(table.frames) > 3
+    back = ChunkTable.unpack(table.pack(), len(raw) + 200_000, len(gz))
+    assert back == table
+    assert table.frames[0].stored_offset == 10  # after the gzip header
+    data = b"".join(back.open_frame(i, gz[f.stored_offset:f.stored_end])
+                    for i, f in enumerate(back.frames))
+    assert data == raw + data[len(raw):] and len(data) == len(raw) + 200_000
+    assert len(table.pack()) < sum(len(c.window) for c in table.checkpoints)  # zstd-coded
+
+
+def test_a_span_table_refuses_damage_and_a_span_refuses_other_bytes():
+    table, gz = _span_table(b"".join(b"%d\n" % i for i in range(200_000)))
+    packed = table.pack()
+    points_at = 16 + len(table.entries) * (48 + 56)
+    for damaged, message in (
+            (packed[:points_at] + bytes([9]) + packed[points_at + 1:], "not one a gzip"),
+            (packed[:-1], "checkpoint|windows"),
+            (packed + b"x", "after its windows"),
+            (packed[:8 + 4] + (1).to_bytes(4, "little") + packed[16:], "bad magic")):
+        with pytest.raises(CorruptImage, match=message):
+            ChunkTable.unpack(damaged)
+    second = table.frames[1]
+    stored = bytearray(gz[second.stored_offset:second.stored_end])
+    stored[len(stored) // 2] ^= 0x40
+    with pytest.raises(IntegrityError, match="digest"):
+        table.open_frame(1, bytes(stored))
+    mixed = ChunkTable(table.entries, (dataclasses.replace(table.frames[0], codec=codec.ZSTD),
+                                       *table.frames[1:]), table.checkpoints)
+    with pytest.raises(CorruptImage, match="span table cannot hold"):
+        ChunkTable.unpack(mixed.pack())

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import threading
@@ -51,6 +52,7 @@ from .presentmap import PresentMap, current_boot_id
 log = logging.getLogger("erofsd.cache")
 
 VERIFY_ATTEMPTS = 4
+WHOLE_PIECE = 4 << 20
 FILL_STREAMS = 2  # requests in flight while a whole read fills ahead of its reader
 STREAMS = 16  # sequential readers tracked per blob for readahead
 
@@ -94,6 +96,7 @@ class CachedBlob:
         # readahead window that fetch used (the start of the blob begins one)
         self._streams: OrderedDict[int, int] = OrderedDict({0: 0})
         self._fill_cursor = 0  # frames before it are present or being fetched
+        self.poisoned: IntegrityError | None = None  # whole, it did not match its diff_id
         self.recover_if_rebooted()
 
     # -- the ReadAt interface -----------------------------------------------
@@ -125,6 +128,8 @@ class CachedBlob:
                              "this one cannot store chunks in it")
 
     def _ensure_range(self, offset: int, end: int) -> dict[int, bytes]:
+        if self.poisoned is not None:
+            raise self.poisoned
         wanted = self.table.covering(offset, min(end, self.ref.data_size))
         if all(self.pmap.is_present(i) for i in wanted):
             self.stats.hits += 1
@@ -416,6 +421,8 @@ class CachedBlob:
         try:
             pwrite_all(self._fd, data, start)
             self.pmap.mark(chunks.start, chunks.stop)
+            if self.ref.diff_id and self.pmap.all_present():
+                self._check_whole()
         except OSError as e:
             log.error("cache write failed for %s in %s at %d: %s", self.ref.digest,
                       self.volume, start, e.strerror)
@@ -428,6 +435,24 @@ class CachedBlob:
         self.stats.fetched_bytes += len(data)
         self.pmap.update_header(add_fetched=len(data))
         return data
+
+    def _check_whole(self) -> None:
+        """The data, now all here, against the diff_id the image pins: what the span table
+        vouched for must be the image's layer. If not, nothing stays present and every
+        read fails from now on (the index lied: its spans' digests were its own)."""
+        digest = hashlib.sha256()
+        for offset in range(0, self.ref.data_size, WHOLE_PIECE):
+            digest.update(os.pread(self._fd, min(WHOLE_PIECE, self.ref.data_size - offset),
+                                   offset))
+        if "sha256:" + digest.hexdigest() == self.ref.diff_id:
+            return
+        for i in range(len(self.table.entries)):
+            self.pmap.clear(i)
+        self.poisoned = IntegrityError(
+            f"blob {self.ref.digest}: the whole layer is not its diff_id {self.ref.diff_id}; "
+            "its index does not describe this image")
+        log.error("%s", self.poisoned)
+        raise self.poisoned
 
     # -- recovery ---------------------------------------------------------------
 

@@ -219,7 +219,7 @@ class BlobCache:
             log.warning("cached chunk table of %s is damaged; fetching it again", ref.digest)
         fetched = 0
         for attempt in range(VERIFY_ATTEMPTS):
-            raw = read_from_sources(sources, ref.digest, ref.table_offset, ref.table_size)
+            raw = read_from_sources(sources, *ref.table_location, ref.table_size)
             fetched += len(raw)
             if sha256_digest(raw) == ref.table_digest:
                 break

@@ -20,7 +20,8 @@ EXIT_ERROR = 1
 # Where each command is defined: a command's module (and what it imports) is
 # loaded only when that command runs, so `erofsd build` does not pay for grpc.
 COMMAND_MODULES = {
-    "build": "build", "cache": "cache", "convert": "convert", "pull": "transfer",
+    "build": "build", "cache": "cache", "convert": "convert", "index": "index",
+    "pull": "transfer",
     "push": "transfer", "containerd": "containerd", "snapshotter": "containerd",
     **dict.fromkeys(("daemon", "mount", "umount", "status", "metrics", "stop"), "daemon"),
     **dict.fromkeys(("inspect", "ls", "cat", "extract", "export", "check"), "read"),

@@ -12,7 +12,7 @@ from ..containerd.client import DEFAULT_ADDRESS
 from ..daemon.protocol import default_socket
 from . import cli
 from .daemon import socket_option
-from .options import config_option, insecure_option, json_option
+from .options import config_option, index_option, insecure_option, json_option
 
 
 @cli.command()
@@ -50,20 +50,23 @@ def containerd() -> None:
 @click.option("--namespace", "-n", default="default", show_default=True)
 @click.option("--snapshotter", "snapshotter_name", default="erofsd", show_default=True,
               metavar="NAME", help="The snapshotter's name in containerd's config.")
+@index_option
 @insecure_option
 @socket_option
 @json_option
-def pull(image: str, address: str, namespace: str, snapshotter_name: str, insecure: bool,
-         socket_path: str | None, as_json: bool) -> None:
+def pull(image: str, address: str, namespace: str, snapshotter_name: str, index: str | None,
+         insecure: bool, socket_path: str | None, as_json: bool) -> None:
     """Record IMAGE (docker://HOST/REPO:TAG, an erofsd image) in containerd, lazily.
 
     No layer is downloaded: the snapshotter mounts the image through the
     erofsd daemon. Then: ctr run --snapshotter erofsd HOST/REPO:TAG ID CMD.
+    An ordinary image runs lazily too through its index (erofsd index):
+    --index DIGEST, or --index discover.
     """
     from ..containerd.pull import pull as pull_image
     from ..daemon.client import DaemonClient
     report = pull_image(image, address=address, namespace=namespace,
-                        snapshotter=snapshotter_name, insecure=insecure)
+                        snapshotter=snapshotter_name, insecure=insecure, index=index)
     view = dataclasses.asdict(report)
     client = DaemonClient(socket_path or default_socket())
     try:

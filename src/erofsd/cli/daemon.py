@@ -10,7 +10,13 @@ from ..cache.store import default_state_dir
 from ..daemon.client import DaemonClient, ensure_daemon
 from ..daemon.protocol import MODES, default_socket
 from . import cli
-from .options import config_option, insecure_option, json_option, state_dir_option
+from .options import (
+    config_option,
+    index_option,
+    insecure_option,
+    json_option,
+    state_dir_option,
+)
 
 socket_option = click.option(
     "--socket", "socket_path", envvar="EROFSD_SOCKET", default=None, metavar="PATH",
@@ -48,13 +54,14 @@ def daemon(config_path: str | None, state_dir: str | None, socket_path: str | No
 @click.option("--mirror", default=None, metavar="URL", help="A static blob mirror to try first.")
 @click.option("--prefetch", is_flag=True,
               help="Fetch the whole image in the background once mounted (not in fscache mode).")
+@index_option
 @insecure_option
 @socket_option
 @state_dir_option
 @json_option
 def mount(image: str, mountpoint: str, fsid: str | None, domain_id: str | None, mode: str,
-          mirror: str | None, prefetch: bool, insecure: bool, socket_path: str | None,
-          state_dir: str | None, as_json: bool) -> None:
+          mirror: str | None, prefetch: bool, index: str | None, insecure: bool,
+          socket_path: str | None, state_dir: str | None, as_json: bool) -> None:
     """Mount IMAGE at MOUNTPOINT, lazily (starts the daemon if none is running).
 
     --state-dir only matters when this command starts the daemon.
@@ -64,7 +71,7 @@ def mount(image: str, mountpoint: str, fsid: str | None, domain_id: str | None, 
     if pid is not None:
         click.echo(f"started the erofsd daemon (pid {pid}) on {client.socket_path}", err=True)
     fields = {"fsid": fsid, "domain_id": domain_id, "mode": mode, "insecure": insecure,
-              "mirror": mirror, "prefetch": prefetch}
+              "mirror": mirror, "prefetch": prefetch, "index": index}
     view = client.mount(image, mountpoint, **{k: v for k, v in fields.items() if v})
     if as_json:
         click.echo(json.dumps(view, indent=2))

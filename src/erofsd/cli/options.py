@@ -27,8 +27,15 @@ state_dir_option = click.option(
     help="Cache and state directory (default /var/lib/erofsd, or $EROFSD_STATE_DIR).")
 
 
+index_option = click.option(
+    "--index", default=None, metavar="DIGEST|discover",
+    help="Read an ordinary image lazily through this index (erofsd index); discover: the "
+         "newest one its repository lists, trusting whoever can push there.")
+
+
 def read_options(command):
-    """--state-dir, --domain-id, --fsid, --insecure, --mirror, --platform, --readahead."""
+    """--state-dir, --domain-id, --fsid, --insecure, --mirror, --platform, --readahead,
+    --index."""
     @state_dir_option
     @click.option("--domain-id", default=None, help="Read through this domain's cache volume.")
     @click.option("--fsid", default=None, help="Name of the image (default: from its bootstrap).")
@@ -39,16 +46,18 @@ def read_options(command):
                   help="Which manifest of an image index (default: linux and this machine).")
     @click.option("--readahead", default=None, metavar="SIZE",
                   help="Bytes fetched past a miss (default 1M; 0 turns readahead off).")
+    @index_option
     @functools.wraps(command)
     def wrapper(*args, state_dir, domain_id, fsid, insecure, mirror, platform, readahead,
-                **kwargs):
+                index, **kwargs):
         # --state-dir on the command line asks for the cache; $EROFSD_STATE_DIR only
         # says where the cache is, for when it is used
         source = click.get_current_context().get_parameter_source("state_dir")
         options = ReadOptions(state_dir=state_dir, domain_id=domain_id, fsid=fsid,
                               insecure=insecure, mirror=mirror, platform=platform,
                               readahead=parse_size(readahead) if readahead else None,
-                              through_cache=source is click.core.ParameterSource.COMMANDLINE)
+                              through_cache=source is click.core.ParameterSource.COMMANDLINE,
+                              index=index)
         return command(*args, options=options, **kwargs)
     return wrapper
 

@@ -79,6 +79,8 @@ def describe(opened: OpenedImage) -> dict:
     if opened.manifest is not None:
         m = opened.manifest
         info["manifest"] = m.digest
+        if m.index_digest:
+            info["index"] = m.index_digest
         info["bootstrap"] = {"digest": m.bootstrap.digest, "size": m.bootstrap.size}
         tables = opened.chunk_tables() or [None] * len(m.blobs)
         info["blobs"] = [_describe_blob(b, t) for b, t in zip(m.blobs, tables, strict=True)]
@@ -90,7 +92,7 @@ def describe(opened: OpenedImage) -> dict:
 def _describe_blob(ref: BlobRef, table: ChunkTable | None) -> dict:
     """A blob as it is stored (``size``, compressed or not) and as it is cached (``data_size``)."""
     info = {"digest": ref.digest, "size": ref.size, "data_size": ref.data_size,
-            "compression": "zstd" if ref.compressed else "none",
+            "compression": "gzip" if ref.table_blob else "zstd" if ref.compressed else "none",
             "chunk_table": ref.table_digest}
     if table is not None:
         info["chunks"] = len(table.entries)

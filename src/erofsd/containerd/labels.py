@@ -12,6 +12,7 @@ INHERITED_PREFIX = "containerd.io/snapshot/"
 IMAGE_REF = "containerd.io/snapshot/cri.image-ref"
 MANIFEST_DIGEST = "containerd.io/snapshot/cri.manifest-digest"
 LAYER_DIGEST = "containerd.io/snapshot/cri.layer-digest"
+INDEX = "containerd.io/snapshot/erofsd.index"  # an ordinary image, mounted through this index
 MAX_LABEL = 4096  # a label's key plus value, in bytes (containerd's limit)
 
 # gRPC metadata keys of containerd's API

@@ -21,13 +21,21 @@ import secrets
 from ..errors import BadReference, ErofsdError
 from ..oci.descriptor import Descriptor
 from ..oci.image import ErofsdManifest
+from ..oci.indexed import image_manifest, with_index
 from ..oci.manifest import parse_object
 from ..oci.mediatypes import OCI_MANIFEST, SNAPSHOT_LAYER
 from ..oci.reference import DOCKER_HUB, parse_registry_ref
 from ..oci.source import resolve_image
 from ..oci.transport import Transport
 from .client import Containerd
-from .labels import IMAGE_REF, INHERITED_PREFIX, LAYER_DIGEST, MANIFEST_DIGEST, SNAPSHOT_REF
+from .labels import (
+    IMAGE_REF,
+    INDEX,
+    INHERITED_PREFIX,
+    LAYER_DIGEST,
+    MANIFEST_DIGEST,
+    SNAPSHOT_REF,
+)
 
 
 @dataclasses.dataclass
@@ -57,19 +65,25 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return chains
 
 
-def layer_labels(name: str, manifest: ErofsdManifest, layer: Descriptor,
-                 chain: str) -> dict[str, str]:
-    """What the CRI plugin sends with a layer's Prepare (and what the snapshotter reads)."""
+def layer_labels(name: str, manifest: ErofsdManifest, layer: Descriptor, chain: str,
+                 mounted_at: str) -> dict[str, str]:
+    """What the CRI plugin sends with a layer's Prepare (and what the snapshotter reads).
+    ``mounted_at`` is the layer whose Prepare mounts the image: an erofsd image's
+    bootstrap, an ordinary image's last layer (through ``manifest.index_digest``)."""
     labels = {k: v for k, v in layer.annotations.items() if k.startswith(INHERITED_PREFIX)}
     # images of earlier releases carry no annotation: say which layer it is all the same
-    labels[SNAPSHOT_LAYER] = "bootstrap" if layer.digest == manifest.bootstrap.digest else "blob"
+    labels[SNAPSHOT_LAYER] = "bootstrap" if layer.digest == mounted_at else "blob"
     labels.update({SNAPSHOT_REF: chain, IMAGE_REF: name, MANIFEST_DIGEST: manifest.digest,
                    LAYER_DIGEST: layer.digest})
+    if manifest.index_digest and layer.digest == mounted_at:
+        labels[INDEX] = manifest.index_digest
     return labels
 
 
 def pull(image: str, *, address: str, namespace: str = "default", snapshotter: str = "erofsd",
-         insecure: bool = False) -> PullReport:
+         insecure: bool = False, index: str | None = None) -> PullReport:
+    """Hand containerd an erofsd image (or an ordinary one through ``index``: a digest or
+    "discover") whose layers the snapshotter serves lazily."""
     if not image.startswith("docker://"):
         raise BadReference(f"containerd pulls from registries: docker://HOST/REPO:TAG, not "
                            f"{image!r}")
@@ -78,7 +92,9 @@ def pull(image: str, *, address: str, namespace: str = "default", snapshotter: s
     ctr = Containerd(address, namespace)
     try:
         resolved = resolve_image(image, transport=transport)
-        manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
+        if index:
+            resolved = with_index(resolved, index)
+        manifest = image_manifest(resolved)
         raw_manifest = parse_object(resolved.manifest, "manifest")
         media_type = raw_manifest.get("mediaType") or OCI_MANIFEST
         layers = [Descriptor.from_json(d, f"layer {i}")
@@ -89,6 +105,7 @@ def pull(image: str, *, address: str, namespace: str = "default", snapshotter: s
             raise BadReference(f"{image}: its config names {len(diff_ids or [])} diff_ids for "
                                f"{len(layers)} layers")
         chains = chain_ids(diff_ids)
+        mounted_at = layers[-1].digest if manifest.index_digest else manifest.bootstrap.digest
         report = PullReport(name, manifest.digest, len(layers), 0, 0,
                             len(resolved.manifest) + len(config), chains[-1])
         with ctr.leased():
@@ -104,7 +121,8 @@ def pull(image: str, *, address: str, namespace: str = "default", snapshotter: s
                     continue
                 key = f"extract-{secrets.token_hex(6)} {chain}"
                 if not ctr.prepare_snapshot(snapshotter, key, chains[i - 1] if i else "",
-                                            layer_labels(name, manifest, layer, chain)):
+                                            layer_labels(name, manifest, layer, chain,
+                                                         mounted_at)):
                     ctr.remove_snapshot(snapshotter, key)
                     raise ErofsdError(f"snapshotter {snapshotter} made an ordinary snapshot of "
                                       f"layer {layer.digest}: is it erofsd's snapshotter?")

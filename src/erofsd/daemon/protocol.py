@@ -2,7 +2,7 @@
 
     GET    /v1/status     the mounts, domains and cookies (``erofsd status --json``)
     POST   /v1/mounts     MountRequest: {"image", "mountpoint", "fsid"?, "domain_id"?,
-                          "mode"?, "insecure"?, "mirror"?, "prefetch"?}
+                          "mode"?, "insecure"?, "mirror"?, "prefetch"?, "index"?}
     DELETE /v1/mounts     UmountRequest: {"mountpoint", "lazy"?}
     POST   /v1/stop       StopRequest: {"keep_mounts"?}
     GET    /metrics       the same figures for Prometheus
@@ -26,6 +26,8 @@ from typing import Any
 
 from ..domain import validate_name
 from ..errors import ErofsdError, InvalidRequest
+from ..oci.descriptor import check_digest
+from ..oci.referrers import DISCOVER
 
 DEFAULT_SOCKET = "/run/erofsd/erofsd.sock"
 MODES = ("auto", "fanotify", "fscache", "fuse")  # auto: the first that works here
@@ -96,6 +98,7 @@ class MountRequest:
     insecure: bool = False
     mirror: str | None = None
     prefetch: bool = False  # fetch the whole image in the background once mounted
+    index: str | None = None  # an ordinary image's index: a digest, or "discover"
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> MountRequest:
@@ -107,11 +110,16 @@ class MountRequest:
                       mountpoint=_text(body, "mountpoint", required=True),
                       fsid=_text(body, "fsid"), domain_id=_text(body, "domain_id"),
                       mode=mode, insecure=_flag(body, "insecure"), mirror=_text(body, "mirror"),
-                      prefetch=_flag(body, "prefetch"))
+                      prefetch=_flag(body, "prefetch"), index=_text(body, "index"))
         if request.fsid is not None:
             validate_name(request.fsid, "fsid")
         if request.domain_id is not None:
             validate_name(request.domain_id, "domain_id")
+        if request.index not in (None, DISCOVER):
+            try:
+                check_digest(request.index)
+            except ErofsdError:
+                raise InvalidRequest(f"index must be a sha256 digest or {DISCOVER!r}") from None
         return request
 
     def to_json(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from ..domain import DomainRegistry, default_fsid
 from ..errors import Busy, ErofsdError, InvalidArgument, NotADirectory, NotFound
 from ..images import cached_bootstrap
 from ..kernel.mount import is_mount_point, mounted_filesystems
-from ..oci.image import ErofsdManifest
+from ..oci.indexed import image_manifest, with_index
 from ..oci.source import ResolvedImage, SourcedBlob, pinned_image, resolve_image
 from ..oci.transport import Transport
 from .mounttable import MountTable
@@ -178,19 +178,24 @@ class Daemon:
         if request.prefetch and not path.fills_through_cache:
             raise InvalidArgument(f"prefetch is not available in {path.name} mode: the kernel "
                                   "fills its own cache there", errno=errno.EOPNOTSUPP)
+        if request.index and not path.small_blocks:
+            raise InvalidArgument(f"an ordinary image's index (512-byte blocks) cannot be "
+                                  f"mounted in {path.name} mode: use fanotify or fuse, or "
+                                  "convert the image", errno=errno.EOPNOTSUPP)
         point = self._claim(request.mountpoint)
         try:
             transport = self._transports[request.insecure]
             resolved = await trio.to_thread.run_sync(
-                lambda: resolve_image(request.image, transport=transport,
-                                      mirror=request.mirror))
-            manifest = ErofsdManifest.parse(resolved.manifest, resolved.digest)
+                lambda: _resolve(request, transport))
+            manifest = image_manifest(resolved)
             mount = Mount(
                 mountpoint=point, image=request.image,
                 fsid=request.fsid or default_fsid(manifest.bootstrap.digest),
                 domain_id=request.domain_id, mode=path.name,
                 manifest=resolved.manifest.decode(), manifest_digest=resolved.digest,
-                insecure=request.insecure, mirror=request.mirror, prefetch=request.prefetch)
+                insecure=request.insecure, mirror=request.mirror, prefetch=request.prefetch,
+                index_manifest=resolved.index.manifest.decode() if resolved.index else None,
+                index_digest=resolved.index.digest if resolved.index else None)
             await self._serve(mount, path, resolved, adopt=False)
         finally:
             self._busy.discard(point)
@@ -289,7 +294,7 @@ class Daemon:
                 pinned = pinned_image(mount.image, mount.manifest.encode(),
                                       mount.manifest_digest,
                                       transport=self._transports[mount.insecure],
-                                      mirror=mount.mirror)
+                                      mirror=mount.mirror, index=mount.pinned_index)
                 await self._serve(mount, path, pinned, adopt=True)
             except (ErofsdError, OSError) as e:
                 log.error("cannot take %s back: %s", mount.mountpoint, e)
@@ -303,7 +308,8 @@ class Daemon:
         return {"name": mount.name, "fsid": mount.fsid, "domain_id": mount.domain_id,
                 "volume": mount.volume, "blobs": mount.registration.blobs,
                 "mountpoint": mount.mountpoint, "mode": mount.mode, "image": mount.image,
-                "manifest_digest": mount.manifest_digest, "prefetch": mount.prefetch,
+                "manifest_digest": mount.manifest_digest, "index": mount.index_digest,
+                "prefetch": mount.prefetch,
                 "prefetching": mount.fill is not None and mount.fill.running,
                 **self.paths[mount.mode].describe(mount)}
 
@@ -359,3 +365,9 @@ def _rss() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+def _resolve(request: MountRequest, transport: Transport) -> ResolvedImage:
+    """The image a mount request names, through the index it names (if any)."""
+    resolved = resolve_image(request.image, transport=transport, mirror=request.mirror)
+    return with_index(resolved, request.index) if request.index else resolved

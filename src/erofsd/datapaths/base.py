@@ -31,10 +31,12 @@ from ..domain import Registration, mount_name, volume_of
 from ..errors import Busy, ErofsdError
 from ..kernel.mount import umount
 from ..oci.image import ErofsdManifest
-from ..oci.source import BlobSource, SourcedBlob
+from ..oci.indexed import indexed_manifest
+from ..oci.source import BlobSource, PinnedIndex, SourcedBlob
 
 PERSISTED = ("mountpoint", "image", "fsid", "domain_id", "mode", "manifest", "manifest_digest",
-             "insecure", "mirror", "worker_pid", "created", "prefetch")
+             "insecure", "mirror", "worker_pid", "created", "prefetch", "index_manifest",
+             "index_digest")
 
 
 @dataclasses.dataclass(eq=False)
@@ -58,6 +60,8 @@ class Mount:
     worker_pid: int | None = None  # the FUSE worker process
     created: float = dataclasses.field(default_factory=time.time)
     prefetch: bool = False  # fetch the whole image in the background once mounted
+    index_manifest: str | None = None  # an ordinary image is served through this index
+    index_digest: str | None = None
     # live
     source: BlobSource | None = dataclasses.field(default=None, repr=False)
     bootstrap_path: str = ""
@@ -73,8 +77,17 @@ class Mount:
     def volume(self) -> str:
         return volume_of(self.domain_id, self.fsid)
 
+    @property
+    def pinned_index(self) -> PinnedIndex | None:
+        if self.index_manifest is None or self.index_digest is None:
+            return None
+        return PinnedIndex(self.index_manifest.encode(), self.index_digest)
+
     @functools.cached_property
     def erofsd_manifest(self) -> ErofsdManifest:
+        index = self.pinned_index
+        if index is not None:
+            return indexed_manifest(self.manifest.encode(), self.manifest_digest, index)
         return ErofsdManifest.parse(self.manifest.encode(), self.manifest_digest)
 
     def sourced_blobs(self) -> list[SourcedBlob]:
@@ -112,6 +125,9 @@ class DataPath(abc.ABC):
     # whether the data the kernel reads is filled through the cache's blobs (so a
     # mount can prefetch them), or by the kernel into a cache of its own (fscache)
     fills_through_cache: ClassVar[bool] = True
+    # whether it serves images of 512-byte blocks (an ordinary image's index); fscache
+    # serves only blocks of the page size
+    small_blocks: ClassVar[bool] = True
 
     @staticmethod
     @abc.abstractmethod

@@ -71,6 +71,7 @@ class _Object:
 class FscachePath(DataPath):
     name: ClassVar[str] = "fscache"
     fills_through_cache: ClassVar[bool] = False
+    small_blocks: ClassVar[bool] = False
 
     def __init__(self, link: HolderLink, cache: BlobCache, state_dir: Path) -> None:
         self.link = link

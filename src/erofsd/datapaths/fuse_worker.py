@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         mount = Mount.from_json(json.loads(sys.stdin.read()))  # the daemon's own record
         transport = Transport(insecure=mount.insecure)
         resolved = pinned_image(mount.image, mount.manifest.encode(), mount.manifest_digest,
-                                transport=transport, mirror=mount.mirror)
+                                transport=transport, mirror=mount.mirror,
+                                index=mount.pinned_index)
         opened = open_resolved(resolved, BlobCache(args.state_dir), mount.volume)
     except (ErofsdError, OSError) as e:
         code = getattr(e, "errno", None) or errno.EIO

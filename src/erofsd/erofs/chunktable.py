@@ -11,12 +11,21 @@ decoded bytes against the chunk's sha256 before it is marked present.
 
 Version 1 (uncompressed blobs, the format before compression) has no
 frames: the stored blob is the data itself, so each chunk is a raw frame
-of its own, verified by the chunk's digest. Both versions are read.
+of its own, verified by the chunk's digest. Version 3 is a *span table*:
+the stored blob is an ordinary gzip layer, unchanged, and the data its
+uncompressed tar; each span of the stream (gzipspans.py) is a chunk and a
+frame of its own, and its checkpoint follows the frames. The stored bytes
+start after the gzip header, so v3 frames run on from the first one's
+offset, not from 0. All three versions are read.
 
-    header:  magic "ERFSDCT1" or "ERFSDCT2", u32 chunk count, u32 frame count (v1: 0)
+    header:  magic "ERFSDCT1", "ERFSDCT2" or "ERFSDCT3", u32 chunk count,
+             u32 frame count (v1: 0)
     chunk:   u64 offset, u32 length, u32 reserved, 32-byte sha256 of its data
     frame:   u32 first chunk, u32 chunks, u64 stored offset, u32 stored length,
-             u8 codec, 3 reserved, 32-byte sha256 of its stored bytes     (v2 only)
+             u8 codec, 3 reserved, 32-byte sha256 of its stored bytes     (v2, v3)
+    checkpoint: u8 bits, u8 byte, 2 reserved, u32 window length,
+             u32 stored window length                              (v3, one per frame)
+    windows: each checkpoint's window, zstd-coded, one after the other    (v3)
 """
 
 from __future__ import annotations
@@ -25,16 +34,21 @@ import bisect
 import dataclasses
 import hashlib
 import struct
+from collections.abc import Sequence
 
 from ..errors import CorruptImage, IntegrityError
 from . import codec
+from .gzipspans import WINDOW, Checkpoint, Span
 
 MAGIC_V1 = b"ERFSDCT1"
 MAGIC_V2 = b"ERFSDCT2"
+MAGIC_V3 = b"ERFSDCT3"
+MAGICS = {MAGIC_V1: 1, MAGIC_V2: 2, MAGIC_V3: 3}
 HEADER = struct.Struct("<8sII")
 ENTRY = struct.Struct("<QI4x32s")
 FRAME = struct.Struct("<IIQIB3x32s")
-assert (HEADER.size, ENTRY.size, FRAME.size) == (16, 48, 56)
+CHECKPOINT = struct.Struct("<BB2xII")
+assert (HEADER.size, ENTRY.size, FRAME.size, CHECKPOINT.size) == (16, 48, 56, 12)
 
 MAX_FRAME_BYTES = 1 << 30  # what one frame may decode to: the largest chunk
 
@@ -78,6 +92,7 @@ class Frame:
 class ChunkTable:
     entries: tuple[ChunkEntry, ...]
     frames: tuple[Frame, ...] = ()  # empty: version 1, one raw frame per chunk
+    checkpoints: tuple[Checkpoint, ...] = ()  # one per frame: version 3, a span table
     version: int = dataclasses.field(init=False, default=1)
 
     def __post_init__(self) -> None:
@@ -87,7 +102,7 @@ class ChunkTable:
                 for i, e in enumerate(self.entries)))
             object.__setattr__(self, "version", 1)
         else:
-            object.__setattr__(self, "version", 2)
+            object.__setattr__(self, "version", 3 if self.checkpoints else 2)
 
     @property
     def data_size(self) -> int:
@@ -100,7 +115,7 @@ class ChunkTable:
 
     @property
     def compressed(self) -> bool:
-        return self.version == 2
+        return self.version >= 2
 
     def pack(self) -> bytes:
         chunks = b"".join(ENTRY.pack(e.offset, e.length, e.digest) for e in self.entries)
@@ -109,7 +124,13 @@ class ChunkTable:
         frames = b"".join(FRAME.pack(f.first, f.stop - f.first, f.stored_offset,
                                      f.stored_length, f.codec, f.stored_digest)
                           for f in self.frames)
-        return HEADER.pack(MAGIC_V2, len(self.entries), len(self.frames)) + chunks + frames
+        if self.version == 2:
+            return HEADER.pack(MAGIC_V2, len(self.entries), len(self.frames)) + chunks + frames
+        windows = [codec.encode_window(c.window) for c in self.checkpoints]
+        points = b"".join(CHECKPOINT.pack(c.bits, c.byte, len(c.window), len(w))
+                          for c, w in zip(self.checkpoints, windows, strict=True))
+        return (HEADER.pack(MAGIC_V3, len(self.entries), len(self.frames)) + chunks + frames
+                + points + b"".join(windows))
 
     @classmethod
     def unpack(cls, data: bytes, data_size: int | None = None,
@@ -119,9 +140,13 @@ class ChunkTable:
         if len(data) < HEADER.size:
             raise CorruptImage("chunk table shorter than its header")
         magic, count, frame_count = HEADER.unpack_from(data)
-        if magic not in (MAGIC_V1, MAGIC_V2) or (magic == MAGIC_V1 and frame_count):
+        version = MAGICS.get(magic)
+        if version is None or (version == 1 and frame_count) or (version == 3 and
+                                                                 frame_count != count):
             raise CorruptImage("chunk table has a bad magic")
-        if len(data) != HEADER.size + count * ENTRY.size + frame_count * FRAME.size:
+        fixed = HEADER.size + count * ENTRY.size + frame_count * FRAME.size
+        if len(data) != fixed and not (version == 3 and len(data) >= fixed
+                                       + frame_count * CHECKPOINT.size):
             raise CorruptImage(f"chunk table of {len(data)} bytes cannot hold {count} chunks "
                                f"and {frame_count} frames")
         entries, expect = [], 0
@@ -132,9 +157,10 @@ class ChunkTable:
                                    f"contiguous (expected offset {expect})")
             entries.append(ChunkEntry(offset, length, digest))
             expect = offset + length
-        frames = _unpack_frames(data, HEADER.size + count * ENTRY.size, frame_count, entries) \
-            if magic == MAGIC_V2 else ()
-        table = cls(tuple(entries), tuple(frames))
+        frames = _unpack_frames(data, HEADER.size + count * ENTRY.size, frame_count, entries,
+                                spans=version == 3) if version >= 2 else ()
+        checkpoints = _unpack_checkpoints(data, fixed, frame_count) if version == 3 else ()
+        table = cls(tuple(entries), tuple(frames), checkpoints)
         if data_size is not None and table.data_size != data_size:
             raise CorruptImage(f"chunk table covers {table.data_size} bytes, blob data is "
                                f"{data_size}")
@@ -192,7 +218,8 @@ class ChunkTable:
                     hashlib.sha256(stored).digest() != frame.stored_digest:
                 raise IntegrityError(f"frame at stored byte {frame.stored_offset} does not "
                                      "match its digest")
-        data = codec.decode(frame.codec, stored, frame.length)
+        data = codec.decode(frame.codec, stored, frame.length,
+                            self.checkpoints[index] if self.checkpoints else None)
         for i in frame.chunks:
             entry = self.entries[i]
             piece = data[entry.offset - frame.offset:entry.end - frame.offset]
@@ -201,20 +228,26 @@ class ChunkTable:
         return data
 
 
-def _unpack_frames(data: bytes, base: int, count: int,
-                   entries: list[ChunkEntry]) -> list[Frame]:
-    frames, chunk, stored = [], 0, 0
+def _unpack_frames(data: bytes, base: int, count: int, entries: list[ChunkEntry], *,
+                   spans: bool) -> list[Frame]:
+    """Frames contiguous over the chunks and the stored blob; a span table's are one per
+    chunk, gzip spans all, and begin where the first one says (after the gzip header)."""
+    frames, chunk, stored = [], 0, None if spans else 0
     for i in range(count):
         first, chunks, stored_offset, stored_length, code, digest = FRAME.unpack_from(
             data, base + i * FRAME.size)
-        if first != chunk or chunks == 0 or first + chunks > len(entries):
+        if first != chunk or chunks == 0 or first + chunks > len(entries) \
+                or (spans and chunks != 1):
             raise CorruptImage(f"chunk table frame {i} holds chunks {first}+{chunks}, not "
                                f"from chunk {chunk}")
-        if stored_offset != stored or stored_length == 0:
+        if (stored is not None and stored_offset != stored) or stored_length == 0:
             raise CorruptImage(f"chunk table frame {i} at stored byte {stored_offset} is not "
                                f"contiguous (expected {stored})")
         if code not in codec.NAMES:
             raise CorruptImage(f"chunk table frame {i} has unknown codec {code}")
+        if spans != (code == codec.GZIP_SPAN):
+            raise CorruptImage(f"chunk table frame {i} is {codec.NAMES[code]}: a "
+                               f"{'span' if spans else 'blob'} table cannot hold it")
         offset = entries[first].offset
         length = entries[first + chunks - 1].end - offset
         if length > MAX_FRAME_BYTES or (code == codec.RAW and stored_length != length):
@@ -226,3 +259,31 @@ def _unpack_frames(data: bytes, base: int, count: int,
     if chunk != len(entries):
         raise CorruptImage(f"chunk table frames hold {chunk} of {len(entries)} chunks")
     return frames
+
+
+def _unpack_checkpoints(data: bytes, base: int, count: int) -> tuple[Checkpoint, ...]:
+    points, at = [], base + count * CHECKPOINT.size
+    for i in range(count):
+        bits, byte, window_length, stored_length = CHECKPOINT.unpack_from(
+            data, base + i * CHECKPOINT.size)
+        if bits > 7 or (byte and not bits) or window_length > WINDOW \
+                or at + stored_length > len(data):
+            raise CorruptImage(f"span table checkpoint {i} is not one a gzip stream has")
+        try:
+            window = codec.decode_window(data[at:at + stored_length], window_length)
+        except IntegrityError as e:
+            raise CorruptImage(f"span table checkpoint {i}: {e}") from None
+        points.append(Checkpoint(bits, byte, window))
+        at += stored_length
+    if at != len(data):
+        raise CorruptImage(f"span table has {len(data) - at} bytes after its windows")
+    return tuple(points)
+
+
+def span_table(spans: Sequence[Span]) -> ChunkTable:
+    """The chunk table (version 3) of a gzip stream cut into ``spans``."""
+    return ChunkTable(
+        tuple(ChunkEntry(s.out_offset, s.out_length, s.out_digest) for s in spans),
+        tuple(Frame(i, i + 1, s.out_offset, s.out_length, s.in_offset, s.in_length,
+                    codec.GZIP_SPAN, s.in_digest) for i, s in enumerate(spans)),
+        tuple(s.checkpoint for s in spans))

@@ -20,10 +20,12 @@ import threading
 import zstandard
 
 from ..errors import IntegrityError, InvalidArgument
+from .gzipspans import Checkpoint, InflateError, inflate_span
 
 RAW = 0
 ZSTD = 1
-NAMES = {RAW: "raw", ZSTD: "zstd"}
+GZIP_SPAN = 2  # a span of an ordinary gzip layer, entered at its checkpoint (gzipspans.py)
+NAMES = {RAW: "raw", ZSTD: "zstd", GZIP_SPAN: "gzip span"}
 
 DEFAULT_LEVEL = 6
 DEFAULT_FRAME_SIZE = 64 << 10
@@ -87,8 +89,25 @@ def encode(data: bytes, level: int) -> tuple[int, bytes]:
     return ZSTD, packed
 
 
-def decode(codec: int, stored: bytes, size: int) -> bytes:
+def encode_window(window: bytes) -> bytes:
+    """A checkpoint's window as a span table keeps it: one zstd frame."""
+    return _compressor(DEFAULT_LEVEL).compress(window) if window else b""
+
+
+def decode_window(stored: bytes, size: int) -> bytes:
+    return decode(ZSTD, stored, size) if size else b""
+
+
+def decode(codec: int, stored: bytes, size: int, checkpoint: Checkpoint | None = None
+           ) -> bytes:
     """The ``size`` bytes a frame holds, or IntegrityError; never more, never fewer."""
+    if codec == GZIP_SPAN:
+        if checkpoint is None:
+            raise IntegrityError("a gzip span without its checkpoint")
+        try:
+            return inflate_span(checkpoint, stored, size)
+        except InflateError as e:
+            raise IntegrityError(f"gzip span does not inflate: {e}") from None
     if codec == RAW:
         if len(stored) != size:
             raise IntegrityError(f"raw frame of {len(stored)} bytes, its table says {size}")

@@ -26,11 +26,10 @@ import tarfile
 import urllib.parse
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import BuildError, NameNotStorable
 from . import xattrs as xattr_codec
-from .blobwriter import BlobWriter
 from .tree import Node, apply_whiteout, check_name
 
 MAX_SYMLINK = 4095
@@ -42,9 +41,12 @@ _TYPES = {
 }
 
 
-class _TarContent:
-    def __init__(self, fileobj: BinaryIO, size: int) -> None:
+class TarContent:
+    """A plain member's bytes: read from the tar stream, or found at ``offset`` in it."""
+
+    def __init__(self, fileobj: BinaryIO, size: int, offset: int) -> None:
         self._fileobj, self._size = fileobj, size
+        self.offset = offset  # of the first byte in the uncompressed tar
 
     def iter_chunks(self, chunk_size: int) -> Iterator[bytes | None]:
         left = self._size
@@ -109,10 +111,17 @@ def data_regions(sparse: list[tuple[int, int]], size: int) -> list[tuple[int, in
     return regions
 
 
+class ContentSink(Protocol):
+    """Where a regular file's content goes: a BlobWriter copies it into a blob; a tar
+    index points at it where it lies (tarindex.py). Either sets ``node.chunks``."""
+
+    def add(self, node: Node, content: TarContent | _SparseContent) -> None: ...
+
+
 class TarLayerReader:
     """One layer. ``lower`` is the merged tree of the layers beneath (read only)."""
 
-    def __init__(self, name: str, device: int, writer: BlobWriter, lower: Node | None, *,
+    def __init__(self, name: str, device: int, writer: ContentSink, lower: Node | None, *,
                  rootless: bool = False) -> None:
         self.name = name
         self.device = device
@@ -248,7 +257,7 @@ class TarLayerReader:
 
     def _content(self, tar: tarfile.TarFile, member: tarfile.TarInfo):
         if member.sparse is None:
-            return _TarContent(tar.extractfile(member), member.size)
+            return TarContent(tar.extractfile(member), member.size, member.offset_data)
         try:
             regions = data_regions(member.sparse, member.size)
         except ValueError as e:

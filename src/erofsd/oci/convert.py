@@ -28,14 +28,14 @@ from ..erofs.builder import DEFAULT_CHUNK_SIZE, BuildResult, assemble, check_chu
 from ..erofs.codec import Compression
 from ..erofs.tarlayer import TarLayerReader
 from ..erofs.tree import Node, merge_layer
-from ..errors import BadReference, BuildError, IntegrityError
-from .copy import manifest_blobs, push
+from .copy import push
 from .descriptor import Descriptor, sha256_digest
 from .image import config_bytes, write_result
-from .layerstream import LayerIntegrityError, LayerStream
+from .layerstream import LayerStream, read_checked
 from .layout import OciLayout
 from .manifest import parse_object
-from .mediatypes import BLOB_TYPES, BOOTSTRAP_TYPES, OCI_INDEX, OCI_MANIFEST
+from .mediatypes import OCI_INDEX, OCI_MANIFEST
+from .ordinary import read_ordinary
 from .reference import LayoutRef, RegistryRef, parse_reference
 from .registry import RegistryClient
 from .source import BlobSource, resolve_image
@@ -166,17 +166,8 @@ def convert(src: str, dst: str, *, state_dir: str | os.PathLike, platform: str |
     try:
         image = resolve_image(src, transport=transport, platform=platform)
         top = fetch_top(src, transport) if twin else None  # before DST (maybe SRC) changes
-        _, blobs = manifest_blobs(image.manifest)
-        config_desc, layers = blobs[0], blobs[1:]
-        if any(d.media_type in BOOTSTRAP_TYPES + BLOB_TYPES for d in layers):
-            raise BadReference(f"{src} is already an erofsd image")
-        if not layers:
-            raise BadReference(f"{src} has no layers")
-        config = parse_object(image.read_blob(config_desc.digest, config_desc.size, "config"),
-                              "image config")
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if diff_ids and len(diff_ids) != len(layers):
-            raise BadReference(f"{src}: {len(layers)} layers but {len(diff_ids)} diff_ids")
+        ordinary = read_ordinary(image, src)
+        config, layers, diff_ids = ordinary.config, list(ordinary.layers), list(ordinary.diff_ids)
         if on_total:
             on_total(sum(d.size for d in layers))
         ref = parse_reference(dst)
@@ -261,19 +252,7 @@ def _convert_layer(source: BlobSource, layer: Descriptor, diff_id: str | None, n
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             writer = BlobWriter(out, settings.chunk_size, compression=settings.compression)
             reader = TarLayerReader(name, device, writer, lower, rootless=settings.rootless)
-            try:
-                tree = reader.read(stream)
-                stream.finish()
-            except BuildError:
-                try:  # a damaged layer explains itself better by its digest
-                    stream.finish()
-                except LayerIntegrityError as e:
-                    raise IntegrityError(f"layer {name}: {e}") from None
-                except Exception:
-                    pass
-                raise
-            except LayerIntegrityError as e:
-                raise IntegrityError(f"layer {name}: {e}") from None
+            tree = read_checked(stream, name, reader.read)
             info = writer.finish(path)
         return tree, info, treecodec.encode(tree, reader.own, reader.lower_links)
     except BaseException:

@@ -30,7 +30,7 @@ from ..erofs.builder import BuildResult, Layer, Progress, build
 from ..erofs.chunktable import ChunkTable
 from ..erofs.codec import Compression
 from ..erofs.readat import ReadAt
-from ..errors import BadReference, IntegrityError
+from ..errors import BadReference, CorruptImage, IntegrityError
 from .descriptor import Descriptor, canonical_json, check_digest, sha256_digest
 from .layout import OciLayout
 from .manifest import host_platform_name
@@ -61,7 +61,11 @@ class BlobRef:
     descriptor: Descriptor
     data_size: int  # the data the kernel addresses (uncompressed)
     table_digest: str
-    table_offset: int  # where the chunk table begins in the stored blob
+    table_offset: int  # where the chunk table begins in the stored blob (its end: elsewhere)
+    # the blob that holds the chunk table when the stored blob does not: an index's
+    # span table, beside an ordinary gzip layer (None: the stored blob's tail)
+    table_blob: Descriptor | None = None
+    diff_id: str | None = None  # sha256 of the whole data, checked once it is all present
 
     @property
     def digest(self) -> str:
@@ -73,7 +77,14 @@ class BlobRef:
 
     @property
     def table_size(self) -> int:
-        return self.size - self.table_offset
+        return self.table_blob.size if self.table_blob else self.size - self.table_offset
+
+    @property
+    def table_location(self) -> tuple[str, int]:
+        """(blob digest, offset) where the chunk table can be fetched."""
+        if self.table_blob:
+            return self.table_blob.digest, 0
+        return self.digest, self.table_offset
 
     @property
     def compressed(self) -> bool:
@@ -91,6 +102,7 @@ class ErofsdManifest:
     config: Descriptor
     bootstrap: Descriptor
     blobs: tuple[BlobRef, ...]
+    index_digest: str | None = None  # an ordinary image, served through this index
 
     @classmethod
     def parse(cls, raw: bytes, digest: str) -> ErofsdManifest:
@@ -138,10 +150,15 @@ def _blob_ref(d: Descriptor, i: int) -> BlobRef:
 
 
 def check_chunk_table(raw: bytes, ref: BlobRef) -> ChunkTable:
-    """A blob's chunk table from its bytes, checked against the manifest."""
+    """A blob's chunk table from its bytes, checked against the manifest (an index's table
+    must be a span table: its stored blob is a gzip layer)."""
     if sha256_digest(raw) != ref.table_digest:
         raise IntegrityError(f"chunk table of blob {ref.digest} does not match its digest")
-    return ChunkTable.unpack(raw, ref.data_size, ref.table_offset)
+    table = ChunkTable.unpack(raw, ref.data_size, ref.table_offset)
+    if (table.version == 3) != (ref.table_blob is not None):
+        raise CorruptImage(f"blob {ref.digest}: a chunk table of version {table.version} "
+                           f"cannot serve a {'gzip layer' if ref.table_blob else 'blob'}")
+    return table
 
 
 def load_chunk_table(blob: ReadAt, ref: BlobRef) -> ChunkTable:

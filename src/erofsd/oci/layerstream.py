@@ -3,7 +3,8 @@
 The compressed blob is read from its source in ranged pieces (never held
 whole), hashed against the descriptor's digest, decompressed (gzip,
 including concatenated members, or zstd), and the tar bytes hashed against
-the config's ``diff_id``. ``finish`` raises if either digest, or the size,
+the config's ``diff_id``. With ``span_size``, a gzip layer is cut into spans
+as it is read (gzipspans.py), for a tar index. ``finish`` raises if either digest, or the size,
 does not match; a stream that ends early raises as it is read.
 """
 
@@ -14,13 +15,16 @@ import hashlib
 import io
 import zlib
 from collections.abc import Callable
+from typing import TypeVar
 
 import zstandard
 
-from ..errors import Unsupported
+from ..erofs.gzipspans import GzipIndexer, InflateError
+from ..errors import BuildError, IntegrityError, Unsupported
 from .descriptor import Descriptor
 from .source import BlobSource
 
+T = TypeVar("T")
 PIECE = 4 << 20
 TAIL = 1 << 20  # bytes kept after the tar's last entry, to find its end marker
 
@@ -39,7 +43,26 @@ LAYER_COMPRESSION = {
 
 
 class LayerIntegrityError(ValueError):
-    """Raised by ``finish``; the converter turns it into an error naming the layer."""
+    """Raised by ``finish``; ``read_checked`` turns it into an error naming the layer."""
+
+
+def read_checked(stream: LayerStream, name: str, read: Callable[[LayerStream], T]) -> T:
+    """``read(stream)``, then every digest of the layer checked. A damaged layer is named
+    by its digest (IntegrityError), even when the damage broke the tar first."""
+    try:
+        result = read(stream)
+        stream.finish()
+        return result
+    except BuildError:
+        try:
+            stream.finish()
+        except LayerIntegrityError as e:
+            raise IntegrityError(f"layer {name}: {e}") from None
+        except Exception:  # the tar's own error says more
+            pass
+        raise
+    except LayerIntegrityError as e:
+        raise IntegrityError(f"layer {name}: {e}") from None
 
 
 class _BlobReader(io.RawIOBase):
@@ -74,7 +97,8 @@ class _BlobReader(io.RawIOBase):
 
 class LayerStream(io.RawIOBase):
     def __init__(self, source: BlobSource, descriptor: Descriptor, diff_id: str | None, *,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None,
+                 span_size: int | None = None) -> None:
         if descriptor.media_type not in LAYER_COMPRESSION:
             raise Unsupported(f"layer {descriptor.digest} has media type "
                               f"{descriptor.media_type!r}, not a tar layer")
@@ -82,7 +106,14 @@ class LayerStream(io.RawIOBase):
         self._raw = _BlobReader(source, descriptor, progress)
         buffered = io.BufferedReader(self._raw, PIECE)
         compression = LAYER_COMPRESSION[descriptor.media_type]
-        if compression == "gzip":
+        self.indexer: GzipIndexer | None = None
+        if span_size is not None:
+            if compression != "gzip":
+                raise Unsupported(f"layer {descriptor.digest} is {compression or 'not'} "
+                                  "compressed: only a gzip layer can be entered mid-stream; "
+                                  "convert the image instead")
+            self._tar = self.indexer = GzipIndexer(buffered.read, span_size)
+        elif compression == "gzip":
             self._tar: io.RawIOBase = gzip.GzipFile(fileobj=buffered, mode="rb")
         elif compression == "zstd":
             self._tar = zstandard.ZstdDecompressor().stream_reader(buffered,
@@ -119,7 +150,7 @@ class LayerStream(io.RawIOBase):
         """Decompressed bytes; a damaged or cut compressed stream is a ValueError."""
         try:
             return self._tar.read(n)
-        except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError) as e:
+        except (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError, InflateError) as e:
             raise ValueError(f"the compressed layer stream is truncated or corrupt: {e}") \
                 from None
 

@@ -28,3 +28,13 @@ BLOB_DATA_SIZE = "io.erofsd.blob.data-size"
 BLOB_CHUNK_TABLE = "io.erofsd.blob.chunk-table"
 BLOB_TABLE_OFFSET = "io.erofsd.blob.chunk-table-offset"  # compressed blobs only
 EROFSD_IMAGE_ANNOTATION = "io.erofsd.image"  # on an index entry: this is the erofsd image
+
+# The index of an ordinary image (erofsd index): an artifact whose subject is the image
+INDEX_ARTIFACT = "application/vnd.erofsd.tar-index.v1"
+INDEX_BOOTSTRAP = "application/vnd.erofsd.tar-index.bootstrap.v1"
+INDEX_SPANS = "application/vnd.erofsd.tar-index.spans.v1"
+EMPTY = "application/vnd.oci.empty.v1+json"
+SPAN_SIZE = "io.erofsd.index.span-size"
+LAYER = "io.erofsd.index.layer"  # on a span table: the digest of the layer it cuts
+DIFF_ID = "io.erofsd.index.diff-id"
+TAR_SIZE = "io.erofsd.index.tar-size"

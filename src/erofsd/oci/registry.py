@@ -84,6 +84,22 @@ class RegistryClient:
 
         return self.transport.call(what, attempt)
 
+    def get_referrers(self, repo: str, digest: str) -> bytes | None:
+        """The OCI 1.1 referrers list of ``digest``; None when the registry has no such API
+        (it answers 404, as Debian's docker-registry does)."""
+        what = f"referrers of {repo}@{digest}"
+
+        def attempt() -> bytes | None:
+            with self._open("GET", repo, f"referrers/{digest}",
+                            headers={"Accept": OCI_INDEX}) as r:
+                if r.status_code == 404:
+                    return None
+                body = _read_bounded(r, MAX_MANIFEST, what)
+                check_status(r, what)
+                return body
+
+        return self.transport.call(what, attempt)
+
     def put_manifest(self, ref: RegistryRef, data: bytes, media_type: str) -> str:
         what = f"push manifest {ref}"
 

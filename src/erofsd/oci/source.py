@@ -22,7 +22,7 @@ from .descriptor import sha256_digest, verify_bytes
 from .image import BlobRef
 from .layout import OciLayout
 from .manifest import select_manifest
-from .reference import LayoutRef, parse_reference
+from .reference import LayoutRef, RegistryRef, parse_reference
 from .registry import RegistryClient
 from .transport import Transport, take_range
 
@@ -35,6 +35,14 @@ class BlobSource(Protocol):
         ...
 
     def blob_size(self, digest: str) -> int: ...
+
+    def read_manifest(self, reference: str) -> bytes:
+        """A manifest of the same repository by its digest (verified) or tag; NotFound."""
+        ...
+
+    def read_referrers(self, digest: str) -> bytes | None:
+        """The referrers API's list for ``digest``; None where there is no such API."""
+        ...
 
 
 class LayoutSource:
@@ -72,6 +80,19 @@ class LayoutSource:
     def blob_size(self, digest: str) -> int:
         return os.fstat(self._fd(digest)).st_size
 
+    def read_manifest(self, reference: str) -> bytes:
+        if not reference.startswith("sha256:"):
+            found = self.layout.tags().get(reference)
+            if found is None:
+                raise NotFound(f"{self.layout.root} has no tag {reference}")
+            reference = found.digest
+        if not self.layout.has_blob(reference):
+            raise NotFound(f"{self.layout.root} has no manifest {reference}")
+        return self.layout.read_blob(reference, "manifest")
+
+    def read_referrers(self, digest: str) -> bytes | None:
+        return None  # a layout has only the tag schema
+
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
@@ -93,6 +114,15 @@ class RegistrySource:
         if size is None:
             raise NotFound(f"{self.name} has no blob {digest}")
         return size
+
+    def read_manifest(self, reference: str) -> bytes:
+        pinned = reference.startswith("sha256:")
+        ref = RegistryRef(self.client.host, self.repository, None if pinned else reference,
+                          reference if pinned else None)
+        return self.client.get_manifest(ref)[0]  # checked against a digest it asks for
+
+    def read_referrers(self, digest: str) -> bytes | None:
+        return self.client.get_referrers(self.repository, digest)
 
 
 class MirrorSource:
@@ -128,6 +158,12 @@ class MirrorSource:
     def blob_size(self, digest: str) -> int:
         return self.fallback.blob_size(digest)
 
+    def read_manifest(self, reference: str) -> bytes:
+        return self.fallback.read_manifest(reference)
+
+    def read_referrers(self, digest: str) -> bytes | None:
+        return self.fallback.read_referrers(digest)
+
 
 @dataclasses.dataclass(frozen=True)
 class SourcedBlob:
@@ -141,12 +177,21 @@ class SourcedBlob:
         return self.ref.digest
 
 
+@dataclasses.dataclass(frozen=True)
+class PinnedIndex:
+    """The index (an artifact beside an ordinary image) a reader serves the image through."""
+
+    manifest: bytes
+    digest: str
+
+
 @dataclasses.dataclass
 class ResolvedImage:
     reference: str
     manifest: bytes
     digest: str
     source: BlobSource
+    index: PinnedIndex | None = None
 
     def read_blob(self, digest: str, size: int, what: str) -> bytes:
         """A whole (small) blob, verified against its digest."""
@@ -168,11 +213,12 @@ def source_for(text: str, transport: Transport, mirror: str | None = None) -> Bl
 
 
 def pinned_image(text: str, manifest: bytes, digest: str, *, transport: Transport,
-                 mirror: str | None = None) -> ResolvedImage:
+                 mirror: str | None = None, index: PinnedIndex | None = None) -> ResolvedImage:
     """The image ``text`` named when it resolved to ``manifest``, whatever it names now."""
-    if sha256_digest(manifest) != digest:
-        raise IntegrityError(f"the kept manifest of {text} does not match its digest {digest}")
-    return ResolvedImage(text, manifest, digest, source_for(text, transport, mirror))
+    for raw, pinned in ((manifest, digest), *([(index.manifest, index.digest)] if index else [])):
+        if sha256_digest(raw) != pinned:
+            raise IntegrityError(f"a kept manifest of {text} does not match its digest {pinned}")
+    return ResolvedImage(text, manifest, digest, source_for(text, transport, mirror), index)
 
 
 def resolve_image(text: str, *, transport: Transport | None = None, mirror: str | None = None,

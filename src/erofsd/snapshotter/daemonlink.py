@@ -10,7 +10,7 @@ import logging
 import os
 
 from ..config import Config
-from ..containerd.labels import SNAPSHOT_REF
+from ..containerd.labels import INDEX, SNAPSHOT_REF
 from ..daemon.client import DaemonClient, ensure_daemon
 from ..errors import NotFound
 from ..oci.reference import parse_registry_ref
@@ -41,7 +41,8 @@ class DaemonLink:
         host = parse_registry_ref(snapshot.image).host
         fields = {"fsid": fsid_of(namespace, snapshot), "domain_id": placement.domain,
                   "mode": placement.mode, "insecure": self.config.insecure(host),
-                  "mirror": self.config.mirror, "prefetch": placement.prefetch}
+                  "mirror": self.config.mirror, "prefetch": placement.prefetch,
+                  "index": snapshot.labels.get(INDEX)}
         self.client().mount(snapshot.image, snapshot.mountpoint,
                             **{k: v for k, v in fields.items() if v is not None})
 

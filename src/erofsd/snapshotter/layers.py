@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ..containerd.labels import IMAGE_REF, MANIFEST_DIGEST, MAX_LABEL, SNAPSHOT_REF
+from ..containerd.labels import IMAGE_REF, INDEX, MANIFEST_DIGEST, MAX_LABEL, SNAPSHOT_REF
 from ..errors import BadReference, InvalidArgument
 from ..oci.mediatypes import SNAPSHOT_LAYER
 from ..oci.reference import parse_registry_ref
@@ -25,6 +25,7 @@ class RemoteLayer:
     target: str  # the chain ID containerd names the layer's snapshot by
     kind: str  # "blob" or "bootstrap"
     image: str = ""  # for the bootstrap: the pinned reference the daemon mounts
+    index: str | None = None  # an ordinary image's index the daemon mounts it through
 
 
 def check_labels(labels: dict[str, str]) -> None:
@@ -46,7 +47,10 @@ def remote_layer(labels: dict[str, str]) -> RemoteLayer | None:
                               "with `erofsd containerd pull`, or through the CRI plugin)")
     if kind == "blob":
         return RemoteLayer(target, kind)
-    return RemoteLayer(target, kind, image_reference(labels))
+    index = labels.get(INDEX)
+    if index is not None and not DIGEST.match(index):
+        raise InvalidArgument(f"label {INDEX} is not a sha256 digest: {index!r}")
+    return RemoteLayer(target, kind, image_reference(labels), index)
 
 
 def image_reference(labels: dict[str, str]) -> str:
