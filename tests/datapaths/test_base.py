@@ -15,7 +15,8 @@ def record(**changes) -> dict:
     value = {"mountpoint": "/mnt/a", "image": "docker://127.0.0.1:5000/a:v1", "fsid": "f1",
              "domain_id": "d1", "mode": "fanotify", "manifest": MANIFEST,
              "manifest_digest": "sha256:" + "ab" * 32, "insecure": True, "mirror": None,
-             "worker_pid": None, "created": 1795469284.5, "prefetch": False}
+             "worker_pid": None, "created": 1795469284.5, "prefetch": False,
+             "index_manifest": None, "index_digest": None}
     value.update(changes)
     return value
 
@@ -38,7 +39,7 @@ def test_names_follow_the_kernel():
 def test_a_record_of_an_earlier_release_reads_back():
     """mounts.json written before this release: the same keys, worker_pid for FUSE."""
     old = record(mode="fuse", worker_pid=4242)
-    del old["created"], old["prefetch"]
+    del old["created"], old["prefetch"], old["index_manifest"], old["index_digest"]
     mount = Mount.from_json(old)
     assert (mount.mode, mount.worker_pid, mount.insecure, mount.prefetch) == \
         ("fuse", 4242, True, False)
