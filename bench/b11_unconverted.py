@@ -36,8 +36,8 @@ from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
 from erofsd.oci.source import resolve_image
 from erofsd.oci.transport import Transport
 
-from .b3_lazy_start import run_workload, workload_files
-from .common import MIB, Figure, Sample, alternate, drop_caches, median, stdlib_tree, tests_on_path
+from .b3_lazy_start import run_workload, workload
+from .common import MIB, Figure, Sample, alternate, drop_caches, median, tests_on_path
 
 
 def run(quick: bool) -> list[Figure]:
@@ -46,9 +46,7 @@ def run(quick: bool) -> list[Figure]:
     from imagekit import gnu_tar, write_image
 
     runs = 3 if quick else 5
-    files = workload_files(quick)
-    tree = stdlib_tree(quick)
-    read_bytes = sum((tree / p).stat().st_size for p in files)
+    files, tree, read_bytes = workload(quick)
     with tempfile.TemporaryDirectory(prefix="erofsd-bench-b11-") as tmp:
         root = Path(tmp)
         registry = Registry(root / "registry")

@@ -47,6 +47,12 @@ def workload_files(quick: bool) -> list[str]:
     return [p for p in found if (stdlib_tree(quick) / p).is_file()]
 
 
+def workload(quick: bool) -> tuple[list[str], Path, int]:
+    """(the workload's files, the tree they are in, the bytes they hold)."""
+    files, tree = workload_files(quick), stdlib_tree(quick)
+    return files, tree, sum((tree / p).stat().st_size for p in files)
+
+
 def run_workload(root: str, files: list[str]) -> int:
     total = 0
     for rel in files:
@@ -66,9 +72,7 @@ def run(quick: bool) -> list[Figure]:
     from daemonutil import DaemonProc
 
     runs = 3 if quick else 5
-    files = workload_files(quick)
-    tree = stdlib_tree(quick)
-    read_bytes = sum((tree / p).stat().st_size for p in files)
+    files, tree, read_bytes = workload(quick)
     fetched: dict[str, list[int]] = {"zstd": [], "alone": [], "none": []}
     with pushed_image("stdlib-b3", [tree]) as (ref, image_bytes), \
             pushed_image("stdlib-b3-alone", [tree], compression=Compression(frame_size=0)) \

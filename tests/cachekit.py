@@ -107,3 +107,42 @@ def compressed_image(root: Path, frame_size: int = 0) -> dict:
     table = check_chunk_table(blob[ref.table_offset:], ref)
     data = DecodedBlob(BytesReadAt(blob), table).read_at(0, ref.data_size)
     return {"layout": layout, "ref": ref, "src": src, "table": table, "data": data}
+
+
+def random_reads(files: dict[str, bytes], reads: int, open_fresh, *, seed: int,
+                 fresh_every: int, max_length: int) -> tuple[dict[str, int], int]:
+    """``reads`` random reads of ``files`` (name -> bytes) through images ``open_fresh(n)``
+    opens, a fresh one (a new cache) every ``fresh_every`` reads: ({"right", "failed",
+    "wrong"} counts, the number of images opened). A read that raises an ErofsdError
+    counts as failed, never as right."""
+    from erofsd.errors import ErofsdError
+    rng = random.Random(seed)
+    names = sorted(files)
+    counts = {"right": 0, "failed": 0, "wrong": 0}
+    opened, generation = None, 0
+    try:
+        for n in range(reads):
+            if n % fresh_every == 0 and opened:  # a fresh cache: reads keep missing
+                opened.close()
+                opened = None
+            if opened is None:
+                generation += 1
+                try:
+                    opened = open_fresh(generation)
+                except ErofsdError:
+                    counts["failed"] += 1
+                    continue
+            name = rng.choice(names)
+            expected = files[name]
+            offset = rng.randrange(len(expected))
+            length = rng.randrange(1, max_length)
+            try:
+                got = opened.image.read(opened.image.lookup(f"/{name}"), offset, length)
+            except ErofsdError:
+                counts["failed"] += 1
+                continue
+            counts["right" if got == expected[offset:offset + length] else "wrong"] += 1
+    finally:
+        if opened:
+            opened.close()
+    return counts, generation

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from builds import build_layers
+from cachekit import random_reads
 from erofsd.cache.presentmap import PresentMap
 from erofsd.erofs import codec
 from erofsd.erofs.chunktable import ChunkTable
@@ -76,52 +77,20 @@ def verify_cache(state: Path) -> int:
 @pytest.mark.usefixtures("fast_retries")
 def test_thousands_of_reads_through_faults_hand_out_no_wrong_byte(pushed, faulty, tmp_path):
     proxy = faulty
-    rng = random.Random(11)
     ref = f"docker://{proxy.host}/{pushed['repo']}"
-    names = sorted(pushed["files"])
-    right = failed = wrong = 0
-    opened = None
-    generation = 0
     started = time.monotonic()
-    try:
-        for n in range(READS):
-            if n % 150 == 0:  # a fresh cache now and then, so reads keep missing
-                if opened:
-                    opened.close()
-                    opened = None
-                generation += 1
-            if opened is None:
-                try:
-                    opened = open_image(ref, options=ReadOptions(
-                        state_dir=str(tmp_path / f"st{generation}"), insecure=True,
-                        readahead=0))
-                except ErofsdError:
-                    failed += 1
-                    continue
-            name = rng.choice(names)
-            expected = pushed["files"][name]
-            offset = rng.randrange(len(expected))
-            length = rng.randrange(1, 40_000)
-            img = opened.image
-            try:
-                got = img.read(img.lookup(f"/{name}"), offset, length)
-            except ErofsdError:
-                failed += 1
-                continue
-            if got == expected[offset:offset + length]:
-                right += 1
-            else:
-                wrong += 1
-    finally:
-        if opened:
-            opened.close()
+    counts, generations = random_reads(
+        pushed["files"], READS, lambda n: open_image(ref, options=ReadOptions(
+            state_dir=str(tmp_path / f"st{n}"), insecure=True, readahead=0)),
+        seed=11, fresh_every=150, max_length=40_000)
+    right, failed, wrong = counts["right"], counts["failed"], counts["wrong"]
     elapsed = time.monotonic() - started
     print(f"\n{READS} reads in {elapsed:.1f}s: {right} right, {failed} failed, {wrong} wrong; "
           f"faults injected: {dict(proxy.injected)}")
     assert wrong == 0
     assert right > READS * 0.8  # retries mostly win
     assert set(proxy.injected) == {"http500", "reset", "stall", "short", "flip", "range"}
-    assert sum(verify_cache(tmp_path / f"st{g}") for g in range(1, generation + 1)) > 100
+    assert sum(verify_cache(tmp_path / f"st{g}") for g in range(1, generations + 1)) > 100
 
 
 @pytest.mark.usefixtures("fast_retries")

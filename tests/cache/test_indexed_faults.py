@@ -8,7 +8,7 @@ import random
 import pytest
 
 from cache.test_blob_faults import compressible, verify_cache
-from erofsd.errors import ErofsdError
+from cachekit import random_reads
 from erofsd.images import ReadOptions, open_image
 from erofsd.oci.copy import push
 from erofsd.oci.indexartifact import index_reference
@@ -33,38 +33,10 @@ def test_reads_through_an_index_under_faults_hand_out_no_wrong_byte(registry, fa
     push(parse_layout_ref(local), parse_registry_ref(target), Transport(insecure=True))
     index = index_reference(target, insecure=True, span_size=64 << 10).index.digest
     ref = f"docker://{proxy.host}/faults/ordinary:t"
-    names = sorted(files)
-    right = failed = wrong = 0
-    opened, generation = None, 0
-    try:
-        for n in range(READS):
-            if n % 100 == 0 and opened:  # a fresh cache now and then: reads keep missing
-                opened.close()
-                opened = None
-                generation += 1
-            if opened is None:
-                try:
-                    opened = open_image(ref, options=ReadOptions(
-                        state_dir=str(tmp_path / f"st{generation}"), insecure=True,
-                        readahead=0, index=index))
-                except ErofsdError:
-                    failed += 1
-                    continue
-            name = rng.choice(names)
-            offset = rng.randrange(len(files[name]))
-            length = rng.randrange(1, 50_000)
-            try:
-                got = opened.image.read(opened.image.lookup(f"/{name}"), offset, length)
-            except ErofsdError:
-                failed += 1
-                continue
-            if got == files[name][offset:offset + length]:
-                right += 1
-            else:
-                wrong += 1
-    finally:
-        if opened:
-            opened.close()
-    assert wrong == 0
-    assert right > READS // 2 and sum(proxy.injected.values()) > 20
-    assert sum(verify_cache(tmp_path / f"st{g}") for g in range(generation + 1)) > 0
+    counts, generations = random_reads(
+        files, READS, lambda n: open_image(ref, options=ReadOptions(
+            state_dir=str(tmp_path / f"st{n}"), insecure=True, readahead=0, index=index)),
+        seed=22, fresh_every=100, max_length=50_000)
+    assert counts["wrong"] == 0
+    assert counts["right"] > READS // 2 and sum(proxy.injected.values()) > 20
+    assert sum(verify_cache(tmp_path / f"st{g}") for g in range(1, generations + 1)) > 0
