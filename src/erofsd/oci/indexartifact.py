@@ -48,6 +48,7 @@ EMPTY_BYTES = b"{}"
 class Artifact:
     manifest: bytes
     blobs: dict[str, bytes]  # digest -> bytes: the config, the bootstrap, the span tables
+    table_bytes: int  # of the span tables
 
     @property
     def descriptor(self) -> Descriptor:
@@ -68,12 +69,13 @@ def artifact_of(index: ImageIndex) -> Artifact:
         layers.append(blob(INDEX_SPANS, layer.table.pack(),
                            {LAYER: layer.layer.digest, DIFF_ID: layer.diff_id,
                             TAR_SIZE: str(layer.tar_size)}))
+    tables = sum(d["size"] for d in layers[1:])
     manifest = canonical_json({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": INDEX_ARTIFACT,
         "config": Descriptor(EMPTY, sha256_digest(EMPTY_BYTES), len(EMPTY_BYTES)).to_json(),
         "layers": layers, "subject": index.subject.to_json(),
         "annotations": {SPAN_SIZE: str(index.span_size)}})
-    return Artifact(manifest, blobs)
+    return Artifact(manifest, blobs, tables)
 
 
 def publish(artifact: Artifact, subject: str, destination: LayoutRef | RegistryRef,
@@ -142,7 +144,7 @@ def index_reference(src: str, dst: str | None = None, *, span_size: int = DEFAUL
         transport.close()
     return IndexReport(published, subject, _where(destination), len(index.layers),
                        sum(layer.layer.size for layer in index.layers), len(index.bootstrap),
-                       sum(len(layer.table.pack()) for layer in index.layers))
+                       artifact.table_bytes)
 
 
 def _beside(ref: LayoutRef | RegistryRef) -> LayoutRef | RegistryRef:
