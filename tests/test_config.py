@@ -41,6 +41,8 @@ domain = ""
 
 def test_no_file_means_the_defaults():
     assert load(None) == Config() and Config().placement_of("any").domain == "node"
+    assert not Config().discover_indexes
+    assert parse({"snapshotter": {"index": "discover"}}).discover_indexes
 
 
 @pytest.mark.parametrize("text, error, message", [
@@ -50,6 +52,7 @@ def test_no_file_means_the_defaults():
     ("[registry]\ninsecure = 'host'", InvalidArgument, "registry.insecure must be a list"),
     ("[snapshotter]\nmode = 'magic'", InvalidArgument, "mode is 'magic'"),
     ("[snapshotter]\nprefetch = 'yes'", InvalidArgument, "prefetch must be a bool, not str"),
+    ("[snapshotter]\nindex = 'always'", InvalidArgument, "index is 'always'"),
     ("[cache]\nmax_size = true", InvalidArgument, "max_size must be a str or int, not bool"),
     ("[snapshotter]\ndomain = 'a,b'", InvalidName, "must not contain"),
     ("[cache]\nmax_size = 'lots'", InvalidArgument, "not a size"),

@@ -17,6 +17,9 @@
     domain = "node"                          # every layer on the node shares one domain
     mode = "auto"                            # the daemon's data path for its mounts
     prefetch = false                         # fetch each image whole in the background
+    index = "off"                            # "discover": Kubernetes' ordinary images run
+                                             # lazily through the index their repository
+                                             # lists (trusting whoever can push there)
 
     [snapshotter.namespaces."k8s.io"]        # a containerd namespace of its own
     domain = "k8s"
@@ -35,6 +38,7 @@ from typing import Any
 from .daemon.protocol import DEFAULT_SOCKET, MODES
 from .domain import validate_name
 from .errors import InvalidArgument, NotFound
+from .oci.referrers import DISCOVER
 from .sizes import parse_size
 
 DEFAULT_STATE_DIR = "/var/lib/erofsd"
@@ -65,6 +69,7 @@ class Config:
     snapshotter_address: str = DEFAULT_SNAPSHOTTER_ADDRESS
     placement: Placement = Placement()
     namespaces: dict[str, Placement] = dataclasses.field(default_factory=dict)
+    discover_indexes: bool = False  # [snapshotter] index = "discover"
 
     def placement_of(self, namespace: str) -> Placement:
         return self.namespaces.get(namespace, self.placement)
@@ -127,6 +132,13 @@ def _placement(table: _Table, default: Placement) -> Placement:
     return Placement(domain or None, mode, table.get("prefetch", bool, default.prefetch))
 
 
+def _index_choice(table: _Table) -> bool:
+    choice = table.get("index", str, "off")
+    if choice not in ("off", DISCOVER):
+        raise InvalidArgument(f"{table.where}index is {choice!r}: 'off' or '{DISCOVER}'")
+    return choice == DISCOVER
+
+
 def parse(raw: dict, path: str = "config") -> Config:
     top = _Table(raw, "")
     cache, registry, snapshotter = top.table("cache"), top.table("registry"), \
@@ -151,7 +163,8 @@ def parse(raw: dict, path: str = "config") -> Config:
         auth_file=registry.get("auth_file", str),
         snapshotter_root=snapshotter.get("root", str, DEFAULT_SNAPSHOTTER_ROOT),
         snapshotter_address=snapshotter.get("address", str, DEFAULT_SNAPSHOTTER_ADDRESS),
-        placement=placement, namespaces=namespaces)
+        placement=placement, namespaces=namespaces,
+        discover_indexes=_index_choice(snapshotter))
     for table in (cache, registry, spaces, snapshotter, top):
         table.done()
     return config

@@ -24,6 +24,7 @@ def test_chain_ids_and_names_are_containerds():
 
 def test_a_converted_image_runs_with_no_layer_fetched_by_containerd(node, registry,
                                                                      busybox_images):
+    before = len(registry.blob_gets("ctd/busy", agent="containerd"))  # by other tests
     pulled = json.loads(node.pull(busybox_images["a"], "--json").stdout)
     assert pulled["prepared"] == pulled["layers"] == 3  # two blobs and the bootstrap
     (mount,) = pulled["mounts"]
@@ -31,7 +32,7 @@ def test_a_converted_image_runs_with_no_layer_fetched_by_containerd(node, regist
     name = containerd_name(busybox_images["a"])
     assert node.containerd.run(name, "c1", "cat", "/etc/motd").stdout.encode() == \
         busybox_images["files"]["/etc/motd"]
-    assert registry.blob_gets("ctd/busy", agent="containerd") == []  # no layer, no config
+    assert registry.blob_gets("ctd/busy", agent="containerd")[before:] == []  # no layer/config
     # a container's root is an overlay whose only lower is the erofsd mount
     node.containerd.run(name, "c2", "sleep", "60", detach=True)
     info = parse_mountinfo(open("/proc/self/mountinfo").read())

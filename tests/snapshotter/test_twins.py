@@ -59,3 +59,32 @@ def test_erofsd_containerd_pull_takes_the_twin_at_once(node, busybox_images):
     assert pulled["manifest"] == index["manifests"][1]["digest"]
     assert node.containerd.run(containerd_name(busybox_images["twin"]), "c1", "cat",
                                "/etc/motd").stdout.encode() == busybox_images["files"]["/etc/motd"]
+
+
+def test_kubelets_pull_of_an_indexed_ordinary_image_runs_it_lazily(registry, busybox_images,
+                                                                   tmp_path, _ctr_run_dirs):
+    """[snapshotter] index = "discover": the CRI plugin's Prepares of an ordinary image
+    that has an erofsd index are answered through it; containerd fetches no layer."""
+    from containerdkit import Node
+    from erofsd.oci.indexartifact import index_reference
+    report = index_reference(busybox_images["ordinary"], insecure=True)
+    ordinary, _ = manifest(busybox_images["ordinary"])
+    name = containerd_name(busybox_images["ordinary"])
+    for discover in (True, False):
+        node = Node(tmp_path / f"node-{discover}", registry.host, cri=True,
+                    config_extra='index = "discover"\n' if discover else "")
+        try:
+            before = len(registry.blob_gets("ctd/ordinary", agent="containerd"))
+            node.cri_pull(name)
+            fetched = set(registry.blob_gets("ctd/ordinary", agent="containerd")[before:])
+            layers = {layer["digest"] for layer in ordinary["layers"]}
+            mounts = node.daemon.client.status()["mounts"]
+            if discover:
+                assert not fetched & layers
+                assert [m["index"] for m in mounts] == [report.index.digest]
+            else:  # not asked to trust what the repository lists: the ordinary path
+                assert layers <= fetched and mounts == []
+            assert node.containerd.run(name, f"k{discover}", "cat", "/app/a.txt",
+                                       namespace="k8s.io").stdout == "app a\n"
+        finally:
+            node.stop()

@@ -28,6 +28,7 @@ from ..config import Config
 from ..containerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from ..containerd.api.services.snapshots.v1 import snapshots_pb2_grpc
 from ..containerd.api.types import mount_pb2
+from ..containerd.labels import INDEX
 from ..errors import (
     AlreadyExists,
     AuthError,
@@ -212,6 +213,8 @@ class SnapshotService(snapshots_pb2_grpc.SnapshotsServicer):
                 with self.store.transaction() as db:
                     self.store.insert(db, name, parent, "committed", labels, remote="blob")
                 return name
+            if layer.index:  # found by the snapshotter (CRI): kept for the daemon's mount
+                labels = {**labels, INDEX: layer.index}
             with self.store.transaction() as db:
                 snapshot = self.store.insert(db, key, parent, "active", labels, remote="image",
                                              image=layer.image)
