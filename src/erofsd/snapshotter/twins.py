@@ -81,6 +81,8 @@ class Twins:
             client = RegistryClient(image.host, transport)
             top, _, _ = client.get_manifest(image)
             found = find_twin(top, manifest)
+            if found is None and not self.config.discover_indexes:
+                return None
             ordinary, _, _ = client.get_manifest(image.with_reference(digest=manifest))
             layers = parse_object(ordinary, "manifest").get("layers") or []
             if not layers:
@@ -89,8 +91,6 @@ class Twins:
                 log.info("%s has an erofsd twin: %s", ref, found.digest)
                 return Twin(str(image.with_reference(digest=found.digest)),
                             layers[-1]["digest"])
-            if not self.config.discover_indexes:
-                return None
             pinned = str(image.with_reference(digest=manifest))
             try:
                 indexed = with_index(ResolvedImage(pinned, ordinary, manifest,
