@@ -66,23 +66,27 @@ class _Locator:
 
 
 class _Measured:
-    """A stream read through, its bytes counted and hashed (the diff_id)."""
+    """A stream read through, its bytes counted and, unless its diff_id is known (and
+    checked by whoever knows it), hashed."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, diff_id: str | None) -> None:
         self._stream = stream
-        self._hash = hashlib.sha256()
+        self._diff_id = diff_id
+        self._hash = hashlib.sha256() if diff_id is None else None
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._stream.read(n)
-        self._hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.size += len(data)
         return data
 
     def finish(self) -> TarDevice:
         while self.read(_PIECE):  # what follows the end-of-archive blocks is the tar's too
             pass
-        return TarDevice("sha256:" + self._hash.hexdigest(), self.size)
+        diff_id = self._diff_id or "sha256:" + self._hash.hexdigest()
+        return TarDevice(diff_id, self.size)
 
 
 class TarIndexBuilder:
@@ -94,9 +98,10 @@ class TarIndexBuilder:
         self._merged: Node | None = None
         self.devices: list[TarDevice] = []
 
-    def add_layer(self, name: str, stream: BinaryIO) -> TarDevice:
-        """Read one uncompressed tar stream to its end; BuildError names what is wrong."""
-        measured = _Measured(stream)
+    def add_layer(self, name: str, stream: BinaryIO, diff_id: str | None = None) -> TarDevice:
+        """Read one uncompressed tar stream to its end; BuildError names what is wrong.
+        A ``diff_id`` given is taken as the tar's (the caller checks it): no second hash."""
+        measured = _Measured(stream, diff_id)
         reader = TarLayerReader(name, len(self.devices) + 1, _Locator(name, self.chunk_size),
                                 self._merged, rootless=self.rootless)
         tree = reader.read(measured)

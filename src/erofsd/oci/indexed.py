@@ -28,6 +28,7 @@ from .descriptor import Descriptor, check_digest
 from .image import MAX_DATA_SIZE, BlobRef, ErofsdManifest
 from .manifest import parse_object
 from .mediatypes import DIFF_ID, INDEX_ARTIFACT, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER, TAR_SIZE
+from .ordinary import read_ordinary
 from .referrers import DISCOVER, fallback_tag, of_type, referrers_in
 from .source import PinnedIndex, ResolvedImage
 
@@ -48,10 +49,8 @@ def with_index(image: ResolvedImage, choice: str) -> ResolvedImage:
         raise NotFound(f"{image.reference}: no index {digest} in its repository") from None
     pinned = PinnedIndex(raw, digest)
     view = indexed_manifest(image.manifest, image.digest, pinned)  # refused here, not later
-    config = parse_object(image.read_blob(view.config.digest, view.config.size, "config"),
-                          "image config")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-    if diff_ids and [b.diff_id for b in view.blobs] != diff_ids:
+    diff_ids = read_ordinary(image, image.reference).diff_ids
+    if diff_ids and tuple(b.diff_id for b in view.blobs) != diff_ids:
         raise BadReference(f"index {digest}: its layers' diff_ids are not the image's")
     return ResolvedImage(image.reference, image.manifest, image.digest, image.source, pinned)
 

@@ -60,7 +60,9 @@ def index_image(image: ResolvedImage, subject: Descriptor, *, span_size: int = D
     layers = []
     for n, stream in enumerate(streams):
         name = f"{n + 1}/{len(streams)} ({stream.descriptor.digest})"
-        device = read_checked(stream, name, lambda s, name=name: builder.add_layer(name, s))
+        # the stream checks the tar against the config's diff_id: the builder need not hash
+        device = read_checked(stream, name,
+                              lambda s, name=name: builder.add_layer(name, s, s.diff_id))
         assert stream.indexer is not None
         layers.append(LayerIndex(stream.descriptor, device.diff_id, device.size,
                                  span_table(stream.indexer.spans)))
