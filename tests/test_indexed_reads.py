@@ -28,7 +28,8 @@ def ordinary(tmp_path_factory):
     expected = snapshot_dir(umoci_unpack(reference, root / "bundle"))
     expected.pop(b"/")
     return {"ref": reference, "index": report.index.digest, "expected": expected,
-            "image_bytes": report.image_bytes, "table_bytes": report.table_bytes, "root": root}
+            "image_bytes": report.image_bytes, "table_bytes": report.table_bytes,
+            "window_bytes": report.window_bytes, "root": root}
 
 
 def test_the_whole_tree_reads_back_through_the_cache_and_once(ordinary, tmp_path):
@@ -39,9 +40,11 @@ def test_the_whole_tree_reads_back_through_the_cache_and_once(ordinary, tmp_path
         fetched = sum(b.stats.fetched_bytes for b in opened.blobs)
     tree.pop(b"/")
     assert_same_tree(tree, ordinary["expected"])
-    # each layer's span table, then every span once (all but the gzip headers), nothing twice
+    # each layer's span table, then every span once (all but the gzip headers), nothing
+    # twice, and windows for the spans read before the one ahead of them
     spans = fetched - ordinary["table_bytes"]
-    assert ordinary["image_bytes"] - 3 * 10 <= spans <= ordinary["image_bytes"]
+    assert ordinary["image_bytes"] - 3 * 10 <= spans
+    assert spans <= ordinary["image_bytes"] + ordinary["window_bytes"]
 
 
 def test_one_file_fetches_its_spans_not_the_layer(ordinary, tmp_path):
@@ -53,6 +56,25 @@ def test_one_file_fetches_its_spans_not_the_layer(ordinary, tmp_path):
         fetched = sum(b.stats.fetched_bytes for b in opened.blobs)
     assert data == (Path(sys.modules["email"].__file__).parent / "message.py").read_bytes()
     assert 0 < fetched - ordinary["table_bytes"] < ordinary["image_bytes"] / 4
+
+
+def test_a_span_fetches_its_window_only_when_the_data_before_it_is_not_here(ordinary,
+                                                                           tmp_path):
+    options = ReadOptions(state_dir=str(tmp_path / "state"), index=ordinary["index"],
+                          readahead=0)
+    with open_image(ordinary["ref"], options=options) as opened:
+        blob = max(opened.blobs, key=lambda b: len(b.table.frames))
+        table = blob.table
+        k = next(i for i, p in enumerate(table.checkpoints) if i and p.window_length
+                 and table.checkpoints[i + 1].window_length)
+        spans = [table.frames[i] for i in (k, k + 1)]
+        before = blob.stats.fetched_bytes
+        assert blob.read_at(spans[0].offset, 1)
+        assert blob.stats.fetched_bytes - before == (spans[0].stored_length
+                                                     + table.checkpoints[k].window_stored_length)
+        before = blob.stats.fetched_bytes
+        assert blob.read_at(spans[1].offset, 1)  # entered with the bytes of span k
+        assert blob.stats.fetched_bytes - before == spans[1].stored_length
 
 
 def test_the_cli_reads_through_an_index_and_discovers_one_when_asked(ordinary, tmp_path):
@@ -83,9 +105,9 @@ def test_an_index_of_another_image_is_refused(ordinary, tmp_path):
     with pytest.raises(NotFound, match="no erofsd index"):
         open_image(bare, options=ReadOptions(state_dir=str(tmp_path / "s"), index="discover"))
     manifest = json.loads(layout.read_blob(theirs))
-    manifest["layers"] = manifest["layers"][:-1]  # a span table short
+    manifest["layers"] = manifest["layers"][:-1]  # a window blob short
     bad = layout.put_bytes(json.dumps(manifest).encode())
-    with pytest.raises(BadReference, match="one span table per layer"):
+    with pytest.raises(BadReference, match="a span table and its windows per layer"):
         open_image(other, options=ReadOptions(state_dir=str(tmp_path / "s"), index=bad))
 
 
@@ -108,12 +130,13 @@ def test_a_lying_index_is_caught_once_a_layer_is_whole_and_nothing_stays_present
     inflates to) is checked against the image's diff_id when the layer is whole."""
     import dataclasses
     import hashlib
+    import io
 
-    from erofsd.erofs.chunktable import ChunkTable
-    from erofsd.erofs.gzipspans import inflate_span
+    from erofsd.erofs.chunktable import span_table
+    from erofsd.erofs.gzipspans import GzipIndexer, inflate_span
     from erofsd.errors import IntegrityError
     from erofsd.oci.descriptor import sha256_digest
-    from erofsd.oci.mediatypes import INDEX_SPANS
+    from erofsd.oci.mediatypes import INDEX_SPANS, INDEX_WINDOWS
     from imagekit import TarBuilder
 
     text = b"".join(b"line %d: the quick brown fox jumps over the lazy dog\n" % i
@@ -122,22 +145,25 @@ def test_a_lying_index_is_caught_once_a_layer_is_whole_and_nothing_stays_present
     honest = index_reference(source, span_size=64 << 10).index.digest
     layout = OciLayout.open(tmp_path / "img")
     manifest = json.loads(layout.read_blob(honest))
-    spans = manifest["layers"][1]
-    table = ChunkTable.unpack(layout.read_blob(spans["digest"]))
     blob = layout.read_blob(json.loads(layout.read_blob(manifest["subject"]["digest"]))
                             ["layers"][0]["digest"])
+    indexer = GzipIndexer(io.BytesIO(blob).read, 64 << 10)
+    while indexer.read(1 << 20):
+        pass
+    spans = list(indexer.spans)
     k = 1  # a span entered with a window: a window of other bytes inflates to other bytes
-    frame, point = table.frames[k], table.checkpoints[k]
-    lie = dataclasses.replace(point, window=bytes(len(point.window)))
-    forged = inflate_span(lie, blob[frame.stored_offset:frame.stored_end], frame.length)
-    assert forged != text[frame.offset - 512:][:frame.length]
-    entries = list(table.entries)
-    entries[k] = dataclasses.replace(entries[k], digest=hashlib.sha256(forged).digest())
-    points = list(table.checkpoints)
-    points[k] = lie
-    raw = ChunkTable(tuple(entries), table.frames, tuple(points)).pack()
-    manifest["layers"][1] = {**spans, "digest": layout.put_bytes(raw), "size": len(raw)}
-    assert manifest["layers"][1]["mediaType"] == INDEX_SPANS
+    span = spans[k]
+    lie = dataclasses.replace(span.checkpoint, window=bytes(len(span.checkpoint.window)))
+    forged = inflate_span(lie, blob[span.in_offset:span.in_offset + span.in_length],
+                          span.out_length)
+    assert forged != text[span.out_offset - 512:][:span.out_length]
+    spans[k] = dataclasses.replace(span, checkpoint=lie,
+                                   out_digest=hashlib.sha256(forged).digest())
+    table, windows = span_table(spans)
+    for n, data in (1, table.pack()), (2, windows):
+        manifest["layers"][n] = {**manifest["layers"][n], "digest": layout.put_bytes(data),
+                                 "size": len(data)}
+    assert [d["mediaType"] for d in manifest["layers"][1:]] == [INDEX_SPANS, INDEX_WINDOWS]
     lying = layout.put_bytes(json.dumps(manifest).encode())
     assert lying == sha256_digest(json.dumps(manifest).encode())
     options = ReadOptions(state_dir=str(tmp_path / "state"), index=lying)

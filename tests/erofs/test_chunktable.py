@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from erofsd.erofs import codec
 from erofsd.erofs.chunktable import FRAME, ChunkEntry, ChunkTable, Frame, span_table
-from erofsd.erofs.gzipspans import GzipIndexer
+from erofsd.erofs.gzipspans import WINDOW, GzipIndexer
 from erofsd.errors import CorruptImage, IntegrityError
 
 
@@ -136,43 +136,63 @@ def test_bad_frames_are_refused():
         ChunkTable.unpack(raw, table.data_size, 7)
 
 
-def _span_table(raw: bytes, span_size: int = 64 << 10) -> tuple[ChunkTable, bytes]:
+def _span_table(raw: bytes, span_size: int = 64 << 10) -> tuple[ChunkTable, bytes, bytes]:
+    """(the span table, its window blob, the gzip stream)."""
     gz = gzip.compress(raw, mtime=0)
     indexer = GzipIndexer(io.BytesIO(gz).read, span_size)
     while indexer.read(1 << 20):
         pass
-    return span_table(indexer.spans), gz
+    return *span_table(indexer.spans), gz
 
 
 def test_a_span_table_round_trips_and_opens_every_span_of_the_layer():
     raw = b"".join(f"line {i} of a text that gzip likes\n".encode() for i in range(60_000))
-    table, gz = _span_table(raw + os.urandom(200_000))
+    table, windows, gz = _span_table(raw + os.urandom(200_000))
     assert table.version == 3 and len(table.frames) > 3
     back = ChunkTable.unpack(table.pack(), len(raw) + 200_000, len(gz))
-    assert back == table
+    assert back == table and table.window_blob_size == len(windows)
     assert table.frames[0].stored_offset == 10  # after the gzip header
-    data = b"".join(back.open_frame(i, gz[f.stored_offset:f.stored_end])
-                    for i, f in enumerate(back.frames))
+
+    def window(i: int) -> bytes:
+        point = back.checkpoints[i]
+        return back.open_window(i, windows[point.window_offset:][:point.window_stored_length])
+
+    alone = [back.open_frame(i, gz[f.stored_offset:f.stored_end], window(i))
+             for i, f in enumerate(back.frames)]
+    data = b"".join(alone)
     assert data == raw + data[len(raw):] and len(data) == len(raw) + 200_000
-    assert len(table.pack()) < sum(len(c.window) for c in table.checkpoints)  # zstd-coded
+    # the data before a span serves as its window too
+    assert all(back.open_frame(i, gz[f.stored_offset:f.stored_end], data[:f.offset]) == alone[i]
+               for i, f in enumerate(back.frames))
+    # a window keeps only what its span reads: a fraction of 32 KiB, zstd-coded
+    assert len(windows) < len(table.frames) * WINDOW // 8
 
 
 def test_a_span_table_refuses_damage_and_a_span_refuses_other_bytes():
-    table, gz = _span_table(b"".join(b"%d\n" % i for i in range(200_000)))
+    table, windows, gz = _span_table(b"".join(b"%d\n" % i for i in range(200_000)))
     packed = table.pack()
     points_at = 16 + len(table.entries) * (48 + 56)
     for damaged, message in (
             (packed[:points_at] + bytes([9]) + packed[points_at + 1:], "not one a gzip"),
-            (packed[:-1], "checkpoint|windows"),
-            (packed + b"x", "after its windows"),
+            (packed[:-1], "cannot hold"),
+            (packed + b"x", "cannot hold"),
             (packed[:8 + 4] + (1).to_bytes(4, "little") + packed[16:], "bad magic")):
         with pytest.raises(CorruptImage, match=message):
             ChunkTable.unpack(damaged)
-    second = table.frames[1]
+    second, point = table.frames[1], table.checkpoints[1]
     stored = bytearray(gz[second.stored_offset:second.stored_end])
+    stored_window = windows[point.window_offset:][:point.window_stored_length]
+    window = table.open_window(1, stored_window)
+    assert 0 < point.window_length == len(window) <= WINDOW
+    with pytest.raises(IntegrityError, match="window .* digest"):
+        table.open_window(1, stored_window[:-1] + bytes([stored_window[-1] ^ 1]))
+    with pytest.raises(IntegrityError, match="needs"):
+        table.open_frame(1, bytes(stored), window[1:])
+    with pytest.raises(IntegrityError, match="digest|inflate"):  # another window, other bytes
+        table.open_frame(1, bytes(stored), bytes(len(window)))
     stored[len(stored) // 2] ^= 0x40
     with pytest.raises(IntegrityError, match="digest"):
-        table.open_frame(1, bytes(stored))
+        table.open_frame(1, bytes(stored), window)
     mixed = ChunkTable(table.entries, (dataclasses.replace(table.frames[0], codec=codec.ZSTD),
                                        *table.frames[1:]), table.checkpoints)
     with pytest.raises(CorruptImage, match="span table cannot hold"):

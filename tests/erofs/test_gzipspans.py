@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from erofsd.erofs.gzipspans import GzipIndexer, InflateError, inflate_span
+from erofsd.erofs.gzipspans import WINDOW, GzipIndexer, InflateError, inflate_span
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TEXT = b"".join(p.read_bytes() for p in sorted(STDLIB.rglob("*.py"))[:400])
@@ -114,3 +115,22 @@ def test_bytes_after_the_last_cut_that_make_no_output_end_the_span_before():
     gz = body + compressor.flush(zlib.Z_FINISH)  # an empty final block, then the trailer
     for span_size in (1, 100_000, len(raw)):
         check_spans(raw, gz, span_size)
+
+
+def test_a_checkpoint_keeps_only_the_window_bytes_its_span_reads():
+    gz = gzip.compress(TEXT, compresslevel=6, mtime=0)
+    indexer, _ = indexed(gz, 64 << 10)
+    entered = [s for s in indexer.spans if s.checkpoint.window]
+    assert len(entered) > 10
+    kept = sum(sum(1 for b in s.checkpoint.window if b) for s in entered)
+    assert kept < 0.5 * WINDOW * len(entered)  # about a tenth, on text
+    span = entered[len(entered) // 2]
+    window = bytearray(span.checkpoint.window)
+    assert window[0]  # the window starts at the first byte the span reads
+    stored = gz[span.in_offset:span.in_offset + span.in_length]
+    for position in random.Random(5).sample([i for i, b in enumerate(window) if b], 20):
+        changed = bytearray(window)
+        changed[position] ^= 0xFF  # a byte kept is a byte read: the span comes out otherwise
+        other = dataclasses.replace(span.checkpoint, window=bytes(changed))
+        assert inflate_span(other, stored, span.out_length) != \
+            inflate_span(span.checkpoint, stored, span.out_length)

@@ -11,7 +11,14 @@ from erofsd.erofs.chunktable import ChunkTable
 from erofsd.oci.copy import push
 from erofsd.oci.indexartifact import index_reference
 from erofsd.oci.layout import OciLayout
-from erofsd.oci.mediatypes import DIFF_ID, INDEX_ARTIFACT, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER
+from erofsd.oci.mediatypes import (
+    DIFF_ID,
+    INDEX_ARTIFACT,
+    INDEX_BOOTSTRAP,
+    INDEX_SPANS,
+    INDEX_WINDOWS,
+    LAYER,
+)
 from erofsd.oci.reference import parse_layout_ref, parse_registry_ref
 from erofsd.oci.referrers import fallback_tag, of_type, referrers_in
 from erofsd.oci.registry import RegistryClient
@@ -32,14 +39,20 @@ def test_an_index_lands_beside_its_layout_image_once_however_often_it_is_made(tm
     manifest = json.loads(layout.read_blob(first.index.digest))
     assert manifest["artifactType"] == INDEX_ARTIFACT
     assert manifest["subject"]["digest"] == first.subject.digest == layout.resolve("t").digest
-    bootstrap, *tables = manifest["layers"]
+    bootstrap, *parts = manifest["layers"]
+    tables, windows = parts[0::2], parts[1::2]
     assert bootstrap["mediaType"] == INDEX_BOOTSTRAP
     image = json.loads(layout.read_blob(layout.resolve("t").digest))
-    assert [t["annotations"][LAYER] for t in tables] == [d["digest"] for d in image["layers"]]
+    for which in tables, windows:
+        assert [t["annotations"][LAYER] for t in which] == [d["digest"]
+                                                            for d in image["layers"]]
     assert all(t["mediaType"] == INDEX_SPANS for t in tables)
+    assert all(w["mediaType"] == INDEX_WINDOWS for w in windows)
     table = ChunkTable.unpack(layout.read_blob(tables[0]["digest"]))
     assert table.version == 3 and table.stored_size == image["layers"][0]["size"]
+    assert table.window_blob_size == windows[0]["size"]
     assert first.to_json()["span_table_bytes"] == sum(t["size"] for t in tables)
+    assert first.to_json()["window_bytes"] == sum(w["size"] for w in windows)
     assert tables[0]["annotations"][DIFF_ID].startswith("sha256:")
 
 

@@ -42,8 +42,13 @@ def test_an_umoci_image_indexed_mounts_over_its_tars_and_every_span_opens(tmp_pa
         assert (layer.tar_size, layer.table.data_size) == (len(tar), len(tar))
         assert layer.table.stored_size == len(blob)
         table = ChunkTable.unpack(layer.table.pack(), len(tar), len(blob))
-        assert b"".join(table.open_frame(i, blob[f.stored_offset:f.stored_end])
-                        for i, f in enumerate(table.frames)) == tar
+        assert table.window_blob_size == len(layer.windows)
+        # each span alone, entered with its own window from the window blob
+        assert b"".join(table.open_frame(i, blob[f.stored_offset:f.stored_end],
+                                         table.open_window(i, layer.windows[
+                                             p.window_offset:][:p.window_stored_length]))
+                        for i, (f, p) in enumerate(zip(table.frames, table.checkpoints,
+                                                       strict=True))) == tar
         (tmp_path / f"{n}.tar").write_bytes(tar)
         devices.append(str(tmp_path / f"{n}.tar"))
     assert len(index.layers[0].table.frames) > 2

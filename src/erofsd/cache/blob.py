@@ -387,8 +387,10 @@ class CachedBlob:
             for f in group:
                 frame = frames[f]
                 try:
+                    before = self._before(f, good[-1] if good else b"",
+                                          local=attempt == 0 and unstored is None)
                     data = self.table.open_frame(
-                        f, stored[frame.stored_offset - start:frame.stored_end - start])
+                        f, stored[frame.stored_offset - start:frame.stored_end - start], before)
                 except IntegrityError as e:
                     log.warning("blob %s: %s (attempt %d); refetching", self.ref.digest, e,
                                 attempt + 1)
@@ -399,6 +401,24 @@ class CachedBlob:
                 good.append(data)
             self._keep(good_start, good, unstored)
         return bad
+
+    def _before(self, index: int, decoded: bytes, *, local: bool) -> bytes:
+        """What a span needs of the data before it, its window: the frame just decoded,
+        or (``local``) the bytes already here, or else the window fetched from the
+        window blob. b"" for a frame that is no span, or a span that needs none."""
+        if not self.table.checkpoints:
+            return b""
+        point = self.table.checkpoints[index]
+        need = point.window_length
+        if len(decoded) >= need:
+            return decoded
+        offset = self.table.frames[index].offset
+        if local and self.is_present(offset - need, need):
+            return os.pread(self._fd, need, offset - need)  # verified when it was stored
+        assert self.ref.windows_blob is not None  # the table was checked against the ref
+        stored = self._fetch_bytes(self.ref.windows_blob.digest, point.window_offset,
+                                   point.window_stored_length)
+        return self.table.open_window(index, stored)
 
     def _keep(self, first: int, decoded: list[bytes], unstored: dict[int, bytes] | None
               ) -> None:
@@ -431,7 +451,11 @@ class CachedBlob:
                       f"{e.strerror}", errno=errno.EIO) from None
 
     def _read_from_sources(self, offset: int, length: int) -> bytes:
-        data = read_from_sources(self.sources, self.ref.digest, offset, length)
+        return self._fetch_bytes(self.ref.digest, offset, length)
+
+    def _fetch_bytes(self, digest: str, offset: int, length: int) -> bytes:
+        """Bytes of the stored blob (or of its window blob), counted as fetched."""
+        data = read_from_sources(self.sources, digest, offset, length)
         self.stats.fetched_bytes += len(data)
         self.pmap.update_header(add_fetched=len(data))
         return data

@@ -16,7 +16,11 @@ the stored blob is an ordinary gzip layer, unchanged, and the data its
 uncompressed tar; each span of the stream (gzipspans.py) is a chunk and a
 frame of its own, and its checkpoint follows the frames. The stored bytes
 start after the gzip header, so v3 frames run on from the first one's
-offset, not from 0. All three versions are read.
+offset, not from 0. The checkpoints' windows live in a blob of their own,
+the *window blob*, one zstd frame each, pinned by their sha256 here: a
+reader fetches a window only to enter a span it has nothing before
+(``window_before`` in the cache), not with the table. All three versions
+are read.
 
     header:  magic "ERFSDCT1", "ERFSDCT2" or "ERFSDCT3", u32 chunk count,
              u32 frame count (v1: 0)
@@ -24,8 +28,8 @@ offset, not from 0. All three versions are read.
     frame:   u32 first chunk, u32 chunks, u64 stored offset, u32 stored length,
              u8 codec, 3 reserved, 32-byte sha256 of its stored bytes     (v2, v3)
     checkpoint: u8 bits, u8 byte, 2 reserved, u32 window length,
-             u32 stored window length                              (v3, one per frame)
-    windows: each checkpoint's window, zstd-coded, one after the other    (v3)
+             u64 its offset in the window blob, u32 its stored length,
+             32-byte sha256 of its stored bytes                     (v3, one per frame)
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ MAGICS = {MAGIC_V1: 1, MAGIC_V2: 2, MAGIC_V3: 3}
 HEADER = struct.Struct("<8sII")
 ENTRY = struct.Struct("<QI4x32s")
 FRAME = struct.Struct("<IIQIB3x32s")
-CHECKPOINT = struct.Struct("<BB2xII")
-assert (HEADER.size, ENTRY.size, FRAME.size, CHECKPOINT.size) == (16, 48, 56, 12)
+CHECKPOINT = struct.Struct("<BB2xIQI32s")
+assert (HEADER.size, ENTRY.size, FRAME.size, CHECKPOINT.size) == (16, 48, 56, 52)
 
 MAX_FRAME_BYTES = 1 << 30  # what one frame may decode to: the largest chunk
+MAX_STORED_WINDOW = WINDOW + 1024  # a zstd frame of 32 KiB is never larger
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +94,32 @@ class Frame:
 
 
 @dataclasses.dataclass(frozen=True)
+class SpanCheckpoint:
+    """Where a span is entered (gzipspans.Checkpoint) without its window: the window is
+    the ``window_length`` bytes of data before the span, zstd-coded in the window blob."""
+
+    bits: int
+    byte: int
+    window_length: int
+    window_offset: int  # in the window blob
+    window_stored_length: int  # 0: the span needs no window
+    window_digest: bytes  # sha256 of the stored window
+
+    def entered(self, window: bytes) -> Checkpoint:
+        """The checkpoint, given the data before the span (at least its window)."""
+        if len(window) < self.window_length:
+            raise IntegrityError(f"a span needs {self.window_length} bytes before it, "
+                                 f"given {len(window)}")
+        return Checkpoint(self.bits, self.byte,
+                          window[len(window) - self.window_length:] if self.window_length
+                          else b"")
+
+
+@dataclasses.dataclass(frozen=True)
 class ChunkTable:
     entries: tuple[ChunkEntry, ...]
     frames: tuple[Frame, ...] = ()  # empty: version 1, one raw frame per chunk
-    checkpoints: tuple[Checkpoint, ...] = ()  # one per frame: version 3, a span table
+    checkpoints: tuple[SpanCheckpoint, ...] = ()  # one per frame: version 3, a span table
     version: int = dataclasses.field(init=False, default=1)
 
     def __post_init__(self) -> None:
@@ -114,6 +141,11 @@ class ChunkTable:
         return self.frames[-1].stored_end if self.frames else 0
 
     @property
+    def window_blob_size(self) -> int:
+        """Bytes of the window blob a span table's checkpoints tile."""
+        return sum(c.window_stored_length for c in self.checkpoints)
+
+    @property
     def compressed(self) -> bool:
         return self.version >= 2
 
@@ -126,11 +158,11 @@ class ChunkTable:
                           for f in self.frames)
         if self.version == 2:
             return HEADER.pack(MAGIC_V2, len(self.entries), len(self.frames)) + chunks + frames
-        windows = [codec.encode_window(c.window) for c in self.checkpoints]
-        points = b"".join(CHECKPOINT.pack(c.bits, c.byte, len(c.window), len(w))
-                          for c, w in zip(self.checkpoints, windows, strict=True))
-        return (HEADER.pack(MAGIC_V3, len(self.entries), len(self.frames)) + chunks + frames
-                + points + b"".join(windows))
+        points = b"".join(CHECKPOINT.pack(c.bits, c.byte, c.window_length, c.window_offset,
+                                          c.window_stored_length, c.window_digest)
+                          for c in self.checkpoints)
+        return HEADER.pack(MAGIC_V3, len(self.entries), len(self.frames)) + chunks + frames \
+            + points
 
     @classmethod
     def unpack(cls, data: bytes, data_size: int | None = None,
@@ -145,8 +177,7 @@ class ChunkTable:
                                                                  frame_count != count):
             raise CorruptImage("chunk table has a bad magic")
         fixed = HEADER.size + count * ENTRY.size + frame_count * FRAME.size
-        if len(data) != fixed and not (version == 3 and len(data) >= fixed
-                                       + frame_count * CHECKPOINT.size):
+        if len(data) != fixed + (frame_count * CHECKPOINT.size if version == 3 else 0):
             raise CorruptImage(f"chunk table of {len(data)} bytes cannot hold {count} chunks "
                                f"and {frame_count} frames")
         entries, expect = [], 0
@@ -208,8 +239,19 @@ class ChunkTable:
         entry = self.entries[index]
         return len(data) == entry.length and hashlib.sha256(data).digest() == entry.digest
 
-    def open_frame(self, index: int, stored: bytes) -> bytes:
-        """A frame's data from its stored bytes, every digest checked; else IntegrityError."""
+    def open_window(self, index: int, stored: bytes) -> bytes:
+        """Span ``index``'s window from its stored bytes in the window blob, checked."""
+        point = self.checkpoints[index]
+        if len(stored) != point.window_stored_length or \
+                hashlib.sha256(stored).digest() != point.window_digest:
+            raise IntegrityError(f"window of the span at {self.frames[index].offset} does not "
+                                 "match its digest")
+        return codec.decode_window(stored, point.window_length)
+
+    def open_frame(self, index: int, stored: bytes, before: bytes = b"") -> bytes:
+        """A frame's data from its stored bytes, every digest checked; else IntegrityError.
+        A span enters at its checkpoint: ``before`` ends with the data before it (its
+        window: from ``open_window``, or data already verified)."""
         frame = self.frames[index]
         # the stored digest keeps a lying source from the decompressor; a raw frame is
         # its chunks' bytes, which their own digests check below (one hash, not two)
@@ -219,7 +261,8 @@ class ChunkTable:
                 raise IntegrityError(f"frame at stored byte {frame.stored_offset} does not "
                                      "match its digest")
         data = codec.decode(frame.codec, stored, frame.length,
-                            self.checkpoints[index] if self.checkpoints else None)
+                            self.checkpoints[index].entered(before) if self.checkpoints
+                            else None)
         for i in frame.chunks:
             entry = self.entries[i]
             piece = data[entry.offset - frame.offset:entry.end - frame.offset]
@@ -261,29 +304,35 @@ def _unpack_frames(data: bytes, base: int, count: int, entries: list[ChunkEntry]
     return frames
 
 
-def _unpack_checkpoints(data: bytes, base: int, count: int) -> tuple[Checkpoint, ...]:
-    points, at = [], base + count * CHECKPOINT.size
+def _unpack_checkpoints(data: bytes, base: int, count: int) -> tuple[SpanCheckpoint, ...]:
+    """Checkpoints whose windows tile the window blob from 0, one after the other."""
+    points, at = [], 0
     for i in range(count):
-        bits, byte, window_length, stored_length = CHECKPOINT.unpack_from(
-            data, base + i * CHECKPOINT.size)
-        if bits > 7 or (byte and not bits) or window_length > WINDOW \
-                or at + stored_length > len(data):
+        point = SpanCheckpoint(*CHECKPOINT.unpack_from(data, base + i * CHECKPOINT.size))
+        if point.bits > 7 or (point.byte and not point.bits) \
+                or point.window_length > WINDOW or point.window_offset != at \
+                or point.window_stored_length > MAX_STORED_WINDOW \
+                or (point.window_stored_length == 0) != (point.window_length == 0):
             raise CorruptImage(f"span table checkpoint {i} is not one a gzip stream has")
-        try:
-            window = codec.decode_window(data[at:at + stored_length], window_length)
-        except IntegrityError as e:
-            raise CorruptImage(f"span table checkpoint {i}: {e}") from None
-        points.append(Checkpoint(bits, byte, window))
-        at += stored_length
-    if at != len(data):
-        raise CorruptImage(f"span table has {len(data) - at} bytes after its windows")
+        points.append(point)
+        at += point.window_stored_length
     return tuple(points)
 
 
-def span_table(spans: Sequence[Span]) -> ChunkTable:
-    """The chunk table (version 3) of a gzip stream cut into ``spans``."""
-    return ChunkTable(
+def span_table(spans: Sequence[Span]) -> tuple[ChunkTable, bytes]:
+    """The chunk table (version 3) of a gzip stream cut into ``spans``, and its window
+    blob."""
+    windows, points, at = [], [], 0
+    for span in spans:
+        stored = codec.encode_window(span.checkpoint.window)
+        points.append(SpanCheckpoint(span.checkpoint.bits, span.checkpoint.byte,
+                                     len(span.checkpoint.window), at, len(stored),
+                                     hashlib.sha256(stored).digest()))
+        windows.append(stored)
+        at += len(stored)
+    table = ChunkTable(
         tuple(ChunkEntry(s.out_offset, s.out_length, s.out_digest) for s in spans),
         tuple(Frame(i, i + 1, s.out_offset, s.out_length, s.in_offset, s.in_length,
                     codec.GZIP_SPAN, s.in_digest) for i, s in enumerate(spans)),
-        tuple(s.checkpoint for s in spans))
+        tuple(points))
+    return table, b"".join(windows)

@@ -90,7 +90,7 @@ def encode(data: bytes, level: int) -> tuple[int, bytes]:
 
 
 def encode_window(window: bytes) -> bytes:
-    """A checkpoint's window as a span table keeps it: one zstd frame."""
+    """A checkpoint's window as a span table's window blob keeps it: one zstd frame."""
     return _compressor(DEFAULT_LEVEL).compress(window) if window else b""
 
 

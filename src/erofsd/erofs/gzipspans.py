@@ -15,6 +15,11 @@ mid-byte, so this module drives libz itself (``inflate`` with ``Z_BLOCK``,
 - ``inflate_span`` turns a span's compressed bytes back into exactly its
   uncompressed bytes, from its checkpoint.
 
+A checkpoint keeps only the window bytes its span reads: the others are
+zeroed and those before the first it reads cut off (``sparse_window``), so
+a window costs what the span needs of it (a tenth of it on text) and
+compresses to little more than that.
+
 Spans are contiguous on both sides: span k's compressed bytes run from its
 ``in_offset`` to the next span's, and the partial byte a block starts in
 belongs to the span before (its bits are kept in the checkpoint).
@@ -123,6 +128,76 @@ class _Inflater:
         _libz.inflateEnd(self._ref)
 
 
+_INDEX_LOW = bytes(i & 0xFF for i in range(WINDOW))
+_INDEX_HIGH = bytes(i >> 8 for i in range(WINDOW))  # 7 bits: the top one is free
+_INDEX_HIGH_MARKED = bytes((i >> 8) | 0x80 for i in range(WINDOW))
+
+
+def sparse_window(checkpoint: Checkpoint, compressed: bytes) -> Checkpoint:
+    """``checkpoint`` with the window bytes that inflating ``compressed`` (the start of
+    its span) never reads set to zero, and none before the first it reads.
+
+    A deflate stream decodes the same whatever its window holds; only the
+    bytes it copies change. So it is inflated with three made-up windows:
+    each byte the low or the high bits of its own position, the high bits
+    with the top bit set or clear. A byte of output that differs between
+    the last two came from the window, and the first two say from where.
+    Only the first 32 KiB of output can reach back into the window.
+    """
+    window = checkpoint.window
+    if not window:
+        return checkpoint
+
+    def made_with(fake: bytes) -> bytes:
+        return _inflate_prefix(dataclasses.replace(checkpoint, window=fake[:len(window)]),
+                               compressed, WINDOW)
+
+    low, high, marked = (made_with(fake)
+                         for fake in (_INDEX_LOW, _INDEX_HIGH, _INDEX_HIGH_MARKED))
+    kept = bytearray(len(window))
+    read = _positions_read(low, high, marked)
+    for position in read:
+        kept[position] = window[position]
+    # nothing reaches back further than the first byte read: the window starts there
+    sparse = dataclasses.replace(checkpoint, window=bytes(kept[min(read, default=len(kept)):]))
+    if _inflate_prefix(sparse, compressed, WINDOW) != _inflate_prefix(checkpoint, compressed,
+                                                                     WINDOW):
+        raise InflateError("a sparse window does not inflate as the whole one")  # a bug
+    return sparse
+
+
+def _positions_read(low: bytes, high: bytes, marked: bytes) -> set[int]:
+    """The window positions the output copied, from the three made-up inflates (C-speed
+    byte arithmetic: a Python loop over 32 KiB per checkpoint would dominate indexing)."""
+    n = len(low)
+    # 0x80 where the output came from the window, 0 where it is a literal
+    copied = int.from_bytes(high, "little") ^ int.from_bytes(marked, "little")
+    literal = int.from_bytes(b"\x80" * n, "little") ^ copied
+    # each output byte's position in the window as a 16-bit number; 0x8000 and up: a literal
+    codes = bytearray(2 * n)
+    codes[0::2] = low
+    codes[1::2] = (int.from_bytes(high, "little") | literal).to_bytes(n, "little")
+    return {code for code in set(memoryview(codes).cast("H")) if code < 0x8000}
+
+
+def _inflate_prefix(checkpoint: Checkpoint, compressed: bytes, limit: int) -> bytes:
+    """Up to ``limit`` bytes inflated from ``checkpoint``: fewer if ``compressed`` or its
+    gzip member ends first."""
+    inflater = _Inflater(_RAW)
+    try:
+        inflater.prime(checkpoint)
+        inflater.feed(compressed)
+        out = bytearray()
+        while len(out) < limit:
+            code, made = inflater.step(_Z_NO_FLUSH)
+            out += made
+            if code != _Z_OK or not made:
+                break
+        return bytes(out[:limit])
+    finally:
+        inflater.close()
+
+
 class GzipIndexer:
     """A gzip stream read as the file of its uncompressed bytes, cut into spans meanwhile.
 
@@ -154,6 +229,7 @@ class GzipIndexer:
         self._tail = bytearray()
         self._done = False
         self._member_ended = False
+        self._probe: bytearray | None = None  # the open span's first compressed bytes
 
     def read(self, n: int = -1) -> bytes:
         while not self._done and (n < 0 or len(self._pending) - self._pos < n):
@@ -191,6 +267,8 @@ class GzipIndexer:
             self._inflater.reset(_GZIP)  # another member may follow
         elif stream.data_type & _END_OF_BLOCK and not stream.data_type & _LAST_BLOCK:
             self._at_boundary()
+        if self._probe is not None and self.size - self._start[0] >= WINDOW:
+            self._sparsen()
         if not made and not self._data:
             self._finish()
         elif not made and code == _Z_BUF_ERROR and stream.avail_in:
@@ -207,16 +285,29 @@ class GzipIndexer:
             self._close_span()
             self._start = (self.size, self.compressed_size,
                            Checkpoint(bits, self._last_byte if bits else 0, bytes(self._window)))
+            self._probe = bytearray()
+
+    def _sparsen(self) -> None:
+        """The open span's checkpoint keeps only the window bytes the span reads: its
+        first compressed bytes, up to 32 KiB of output past it, say which."""
+        self._hash_compressed_to(self.compressed_size)
+        out_offset, in_offset, checkpoint = self._start
+        self._start = (out_offset, in_offset, sparse_window(checkpoint, bytes(self._probe)))
+        self._probe = None
 
     def _hash_compressed_to(self, end: int) -> None:
         if self._started and end > self._in_hashed:
             piece = self._data[self._in_hashed - self._fed_from:end - self._fed_from]
             self._in_hash.update(piece)
+            if self._probe is not None:
+                self._probe += piece
             if self.spans and self.size == self._start[0]:  # nothing made since the cut
                 self._tail += piece
             self._in_hashed = end
 
     def _close_span(self) -> None:
+        if self._probe is not None:
+            self._sparsen()
         out_offset, in_offset, checkpoint = self._start
         self._hash_compressed_to(self.compressed_size)
         self.spans.append(Span(out_offset, self.size - out_offset, in_offset,

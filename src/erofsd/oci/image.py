@@ -65,6 +65,7 @@ class BlobRef:
     # the blob that holds the chunk table when the stored blob does not: an index's
     # span table, beside an ordinary gzip layer (None: the stored blob's tail)
     table_blob: Descriptor | None = None
+    windows_blob: Descriptor | None = None  # a span table's windows (chunktable.py)
     diff_id: str | None = None  # sha256 of the whole data, checked once it is all present
 
     @property
@@ -158,6 +159,10 @@ def check_chunk_table(raw: bytes, ref: BlobRef) -> ChunkTable:
     if (table.version == 3) != (ref.table_blob is not None):
         raise CorruptImage(f"blob {ref.digest}: a chunk table of version {table.version} "
                            f"cannot serve a {'gzip layer' if ref.table_blob else 'blob'}")
+    windows = ref.windows_blob.size if ref.windows_blob else 0
+    if table.window_blob_size != windows:
+        raise CorruptImage(f"blob {ref.digest}: the span table's windows take "
+                           f"{table.window_blob_size} bytes, its window blob is {windows}")
     return table
 
 

@@ -3,9 +3,11 @@
     manifest   artifactType application/vnd.erofsd.tar-index.v1, config the
                empty descriptor, subject the image's manifest,
                annotation io.erofsd.index.span-size
-    layers     the bootstrap (…tar-index.bootstrap.v1), then one span table
-               (…tar-index.spans.v1) per image layer, in order, each annotated
-               with that layer's digest, diff_id and tar size
+    layers     the bootstrap (…tar-index.bootstrap.v1), then per image layer,
+               in order, its span table (…tar-index.spans.v1, annotated with
+               that layer's digest, diff_id and tar size) and the table's
+               window blob (…tar-index.windows.v1, annotated with the layer's
+               digest)
 
 The artifact holds no timestamp: one image indexed twice with the same
 span size gives one digest. It is published where the image is (the
@@ -29,6 +31,7 @@ from .mediatypes import (
     INDEX_ARTIFACT,
     INDEX_BOOTSTRAP,
     INDEX_SPANS,
+    INDEX_WINDOWS,
     LAYER,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -49,6 +52,7 @@ class Artifact:
     manifest: bytes
     blobs: dict[str, bytes]  # digest -> bytes: the config, the bootstrap, the span tables
     table_bytes: int  # of the span tables
+    window_bytes: int  # of their window blobs
 
     @property
     def descriptor(self) -> Descriptor:
@@ -69,13 +73,15 @@ def artifact_of(index: ImageIndex) -> Artifact:
         layers.append(blob(INDEX_SPANS, layer.table.pack(),
                            {LAYER: layer.layer.digest, DIFF_ID: layer.diff_id,
                             TAR_SIZE: str(layer.tar_size)}))
-    tables = sum(d["size"] for d in layers[1:])
+        layers.append(blob(INDEX_WINDOWS, layer.windows, {LAYER: layer.layer.digest}))
+    tables = sum(d["size"] for d in layers[1::2])
+    windows = sum(d["size"] for d in layers[2::2])
     manifest = canonical_json({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": INDEX_ARTIFACT,
         "config": Descriptor(EMPTY, sha256_digest(EMPTY_BYTES), len(EMPTY_BYTES)).to_json(),
         "layers": layers, "subject": index.subject.to_json(),
         "annotations": {SPAN_SIZE: str(index.span_size)}})
-    return Artifact(manifest, blobs, tables)
+    return Artifact(manifest, blobs, tables, windows)
 
 
 def publish(artifact: Artifact, subject: str, destination: LayoutRef | RegistryRef,
@@ -117,12 +123,22 @@ class IndexReport:
     image_bytes: int  # the layers as the registry holds them
     bootstrap_bytes: int
     table_bytes: int
+    window_bytes: int  # fetched a window at a time, as reads need them
+
+    @property
+    def mount_bytes(self) -> int:
+        """What a mount fetches of the index before any read: bootstrap and span tables."""
+        return self.bootstrap_bytes + self.table_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.mount_bytes + self.window_bytes
 
     def to_json(self) -> dict:
         return {"index": self.index.digest, "subject": self.subject.digest,
                 "destination": self.destination, "layers": self.layers,
                 "image_bytes": self.image_bytes, "bootstrap_bytes": self.bootstrap_bytes,
-                "span_table_bytes": self.table_bytes}
+                "span_table_bytes": self.table_bytes, "window_bytes": self.window_bytes}
 
 
 def index_reference(src: str, dst: str | None = None, *, span_size: int = DEFAULT_SPAN,
@@ -144,7 +160,7 @@ def index_reference(src: str, dst: str | None = None, *, span_size: int = DEFAUL
         transport.close()
     return IndexReport(published, subject, _where(destination), len(index.layers),
                        sum(layer.layer.size for layer in index.layers), len(index.bootstrap),
-                       artifact.table_bytes)
+                       artifact.table_bytes, artifact.window_bytes)
 
 
 def _beside(ref: LayoutRef | RegistryRef) -> LayoutRef | RegistryRef:

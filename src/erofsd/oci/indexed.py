@@ -16,7 +16,8 @@ whole: its tar against the diff_id, before anything marks it complete.
 The view is an ``ErofsdManifest`` like any erofsd image's: the index's
 bootstrap, and per layer a blob reference whose stored blob is the gzip
 layer itself, whose data is its tar, and whose chunk table (a span table)
-lives in the index's own blob.
+lives in the index's own blob, beside the window blob its spans are entered
+with.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from ..errors import BadReference, NotFound
 from .descriptor import Descriptor, check_digest
 from .image import MAX_DATA_SIZE, BlobRef, ErofsdManifest
 from .manifest import parse_object
-from .mediatypes import DIFF_ID, INDEX_ARTIFACT, INDEX_BOOTSTRAP, INDEX_SPANS, LAYER, TAR_SIZE
+from .mediatypes import (
+    DIFF_ID,
+    INDEX_ARTIFACT,
+    INDEX_BOOTSTRAP,
+    INDEX_SPANS,
+    INDEX_WINDOWS,
+    LAYER,
+    TAR_SIZE,
+)
 from .ordinary import read_ordinary
 from .referrers import DISCOVER, fallback_tag, of_type, referrers_in
 from .source import PinnedIndex, ResolvedImage
@@ -87,19 +96,22 @@ def indexed_manifest(manifest: bytes, digest: str, index: PinnedIndex) -> Erofsd
         raise BadReference(f"{what} indexes image {subject.digest}, not this one ({digest})")
     layers = [Descriptor.from_json(d, f"layer {i}") for i, d in enumerate(image["layers"])]
     parts = value.get("layers")
-    if not isinstance(parts, list) or len(parts) != len(layers) + 1:
-        raise BadReference(f"{what} does not have a bootstrap and one span table per layer "
-                           f"of the image ({len(layers)})")
-    bootstrap, *tables = [Descriptor.from_json(p, f"{what} part {i}")
-                          for i, p in enumerate(parts)]
-    if bootstrap.media_type != INDEX_BOOTSTRAP or any(t.media_type != INDEX_SPANS
-                                                      for t in tables):
-        raise BadReference(f"{what}: its parts are not a bootstrap and span tables")
+    if not isinstance(parts, list) or len(parts) != 2 * len(layers) + 1:
+        raise BadReference(f"{what} does not have a bootstrap, then a span table and its "
+                           f"windows per layer of the image ({len(layers)})")
+    bootstrap, *rest = [Descriptor.from_json(p, f"{what} part {i}")
+                        for i, p in enumerate(parts)]
+    tables, windows = rest[0::2], rest[1::2]
+    if bootstrap.media_type != INDEX_BOOTSTRAP \
+            or any(t.media_type != INDEX_SPANS for t in tables) \
+            or any(w.media_type != INDEX_WINDOWS for w in windows):
+        raise BadReference(f"{what}: its parts are not a bootstrap, span tables and windows")
     blobs = []
-    for n, (layer, table) in enumerate(zip(layers, tables, strict=True)):
-        if table.annotations.get(LAYER) != layer.digest:
-            raise BadReference(f"{what}: span table {n + 1} is for layer "
-                               f"{table.annotations.get(LAYER)}, not {layer.digest}")
+    for n, (layer, table, window) in enumerate(zip(layers, tables, windows, strict=True)):
+        for part in table, window:
+            if part.annotations.get(LAYER) != layer.digest:
+                raise BadReference(f"{what}: part {part.digest} of layer {n + 1} is for "
+                                   f"layer {part.annotations.get(LAYER)}, not {layer.digest}")
         try:
             tar_size = int(table.annotations[TAR_SIZE])
         except (KeyError, ValueError):
@@ -110,6 +122,6 @@ def indexed_manifest(manifest: bytes, digest: str, index: PinnedIndex) -> Erofsd
         if diff_id is not None:
             check_digest(diff_id)
         blobs.append(BlobRef(layer, tar_size, table.digest, layer.size, table_blob=table,
-                             diff_id=diff_id))
+                             windows_blob=window, diff_id=diff_id))
     config = Descriptor.from_json(image.get("config"), "config")
     return ErofsdManifest(digest, config, bootstrap, tuple(blobs), index.digest)
