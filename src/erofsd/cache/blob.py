@@ -40,6 +40,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..erofs.chunktable import ChunkTable
 from ..erofs.readat import ReadAt
@@ -55,6 +56,7 @@ VERIFY_ATTEMPTS = 4
 WHOLE_PIECE = 4 << 20
 FILL_STREAMS = 2  # requests in flight while a whole read fills ahead of its reader
 STREAMS = 16  # sequential readers tracked per blob for readahead
+BESIDE_THREADS = 4  # windows fetched while their spans are
 
 
 @dataclasses.dataclass
@@ -381,14 +383,16 @@ class CachedBlob:
         frames = self.table.frames
         for group in self._runs(todo):
             start = frames[group.start].stored_offset
+            local = attempt == 0 and unstored is None
+            ahead = self._before_ahead(group.start, local)
             stored = self._read_from_sources(start, frames[group.stop - 1].stored_end - start)
             good: list[bytes] = []  # decoded data of the good frames since the last bad one
             good_start = group.start
             for f in group:
                 frame = frames[f]
                 try:
-                    before = self._before(f, good[-1] if good else b"",
-                                          local=attempt == 0 and unstored is None)
+                    before = ahead.result() if ahead and f == group.start else \
+                        self._before(f, good[-1] if good else b"", local=local)
                     data = self.table.open_frame(
                         f, stored[frame.stored_offset - start:frame.stored_end - start], before)
                 except IntegrityError as e:
@@ -401,6 +405,13 @@ class CachedBlob:
                 good.append(data)
             self._keep(good_start, good, unstored)
         return bad
+
+    def _before_ahead(self, index: int, local: bool) -> Future[bytes] | None:
+        """The window of span ``index``, the first of a fetch, got on another thread
+        while the span's bytes are fetched (a second request, not a second wait)."""
+        if not self.table.checkpoints or not self.table.checkpoints[index].window_length:
+            return None
+        return _beside().submit(self._before, index, b"", local=local)
 
     def _before(self, index: int, decoded: bytes, *, local: bool) -> bytes:
         """What a span needs of the data before it, its window: the frame just decoded,
@@ -532,6 +543,17 @@ class BackgroundFill:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_BESIDE: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _beside() -> ThreadPoolExecutor:
+    """This process's pool for fetches made beside others (a forked child makes its own)."""
+    global _BESIDE
+    if _BESIDE is None or _BESIDE[0] != os.getpid():
+        _BESIDE = (os.getpid(), ThreadPoolExecutor(BESIDE_THREADS, "erofsd-beside"))
+    return _BESIDE[1]
 
 
 def read_from_sources(sources: Sequence[BlobSource], digest: str, offset: int,
