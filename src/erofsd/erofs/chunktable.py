@@ -19,8 +19,8 @@ start after the gzip header, so v3 frames run on from the first one's
 offset, not from 0. The checkpoints' windows live in a blob of their own,
 the *window blob*, one zstd frame each, pinned by their sha256 here: a
 reader fetches a window only to enter a span it has nothing before
-(``window_before`` in the cache), not with the table. All three versions
-are read.
+(the cache: ``CachedBlob._before``), not with the table. All three
+versions are read.
 
     header:  magic "ERFSDCT1", "ERFSDCT2" or "ERFSDCT3", u32 chunk count,
              u32 frame count (v1: 0)

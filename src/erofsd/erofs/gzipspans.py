@@ -32,6 +32,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import hashlib
+import sys
 from collections.abc import Callable
 
 WINDOW = 32 * 1024
@@ -173,10 +174,12 @@ def _positions_read(low: bytes, high: bytes, marked: bytes) -> set[int]:
     # 0x80 where the output came from the window, 0 where it is a literal
     copied = int.from_bytes(high, "little") ^ int.from_bytes(marked, "little")
     literal = int.from_bytes(b"\x80" * n, "little") ^ copied
-    # each output byte's position in the window as a 16-bit number; 0x8000 and up: a literal
+    # each output byte's position in the window as a native 16-bit number; 0x8000 and up:
+    # a literal
+    low_at = 0 if sys.byteorder == "little" else 1
     codes = bytearray(2 * n)
-    codes[0::2] = low
-    codes[1::2] = (int.from_bytes(high, "little") | literal).to_bytes(n, "little")
+    codes[low_at::2] = low
+    codes[1 - low_at::2] = (int.from_bytes(high, "little") | literal).to_bytes(n, "little")
     return {code for code in set(memoryview(codes).cast("H")) if code < 0x8000}
 
 

@@ -50,7 +50,7 @@ EMPTY_BYTES = b"{}"
 @dataclasses.dataclass(frozen=True)
 class Artifact:
     manifest: bytes
-    blobs: dict[str, bytes]  # digest -> bytes: the config, the bootstrap, the span tables
+    blobs: dict[str, bytes]  # digest -> bytes: the config, bootstrap, span tables, windows
     table_bytes: int  # of the span tables
     window_bytes: int  # of their window blobs
 
