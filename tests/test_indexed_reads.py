@@ -50,6 +50,7 @@ def test_the_whole_tree_reads_back_through_the_cache_and_once(ordinary, tmp_path
 def test_one_file_fetches_its_spans_not_the_layer(ordinary, tmp_path):
     options = ReadOptions(state_dir=str(tmp_path / "state"), index=ordinary["index"])
     with open_image(ordinary["ref"], options=options) as opened:
+        opened.blobs[0].tuning.whole_layer = 0  # these layers are small
         image = opened.image
         inode = image.lookup(b"/message.py")  # umoci copied each tree's contents to /
         data = image.read(inode, 0, inode.size)
@@ -64,6 +65,7 @@ def test_a_span_fetches_its_window_only_when_the_data_before_it_is_not_here(ordi
                           readahead=0)
     with open_image(ordinary["ref"], options=options) as opened:
         blob = max(opened.blobs, key=lambda b: len(b.table.frames))
+        blob.tuning.whole_layer = 0  # these layers are small
         table = blob.table
         k = next(i for i, p in enumerate(table.checkpoints) if i and p.window_length
                  and table.checkpoints[i + 1].window_length)
@@ -75,6 +77,19 @@ def test_a_span_fetches_its_window_only_when_the_data_before_it_is_not_here(ordi
         before = blob.stats.fetched_bytes
         assert blob.read_at(spans[1].offset, 1)  # entered with the bytes of span k
         assert blob.stats.fetched_bytes - before == spans[1].stored_length
+
+
+def test_a_small_layer_is_fetched_whole_at_its_first_miss_with_no_window(ordinary, tmp_path):
+    options = ReadOptions(state_dir=str(tmp_path / "state"), index=ordinary["index"])
+    with open_image(ordinary["ref"], options=options) as opened:
+        blob = max(opened.blobs, key=lambda b: len(b.table.frames))
+        assert len(blob.table.frames) > 2 and blob.ref.size <= blob.tuning.whole_layer
+        before = blob.stats.fetched_bytes
+        last = blob.table.frames[-1]
+        assert blob.read_at(last.offset, 1)  # the last span, which has a window
+        assert blob.stats.fetched_bytes - before == blob.table.stored_size - \
+            blob.table.frames[0].stored_offset  # every span once, in one go, no window
+        assert blob.complete and blob.stats.misses == 1
 
 
 def test_the_cli_reads_through_an_index_and_discovers_one_when_asked(ordinary, tmp_path):

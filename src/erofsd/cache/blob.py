@@ -65,6 +65,10 @@ class CacheTuning:
     # The largest window fetched after a miss that continues a previous fetch
     # (sequential reading); a random miss fetches only what it needs. 0: off.
     readahead: int = 1 << 20
+    # An ordinary gzip layer (a span table's) of at most this many bytes is fetched
+    # whole at its first miss: one request, and no window, each span entered with the
+    # one before it. 0: off.
+    whole_layer: int = 1 << 20
 
 
 @dataclasses.dataclass
@@ -222,6 +226,9 @@ class CachedBlob:
                 frames = sorted({frame_of(i) for i in missing})
                 mine = [f for f in frames if f not in self._inflight]
                 waits = {self._inflight[f] for f in frames if f in self._inflight}
+                if mine and self.table.checkpoints and self.ref.size <= self.tuning.whole_layer:
+                    mine = [f for f in range(len(self.table.frames))
+                            if not self._frame_present(f) and f not in self._inflight]
                 if mine:
                     window = self._window(frame_of(wanted.start), mine)
                     if window:
