@@ -416,8 +416,12 @@ class CachedBlob:
     def _before_ahead(self, index: int, local: bool) -> Future[bytes] | None:
         """The window of span ``index``, the first of a fetch, got on another thread
         while the span's bytes are fetched (a second request, not a second wait)."""
-        if not self.table.checkpoints or not self.table.checkpoints[index].window_length:
+        if not self.table.checkpoints:
             return None
+        need = self.table.checkpoints[index].window_length
+        offset = self.table.frames[index].offset
+        if not need or (local and self.is_present(offset - need, need)):
+            return None  # nothing to fetch: read where the span is decoded
         return _beside().submit(self._before, index, b"", local=local)
 
     def _before(self, index: int, decoded: bytes, *, local: bool) -> bytes:
