@@ -92,6 +92,47 @@ def test_a_small_layer_is_fetched_whole_at_its_first_miss_with_no_window(ordinar
         assert blob.complete and blob.stats.misses == 1
 
 
+def test_a_missing_window_blob_fails_the_read_it_is_needed_for_and_marks_nothing(ordinary,
+                                                                                tmp_path):
+    from erofsd.errors import ErofsdError
+
+    layout = Path(ordinary["ref"].removeprefix("oci:").rsplit(":", 1)[0])
+    manifest = json.loads(OciLayout.open(layout).read_blob(ordinary["index"]))
+    options = ReadOptions(state_dir=str(tmp_path / "state"), index=ordinary["index"],
+                          readahead=0)
+    with open_image(ordinary["ref"], options=options) as opened:  # a mount needs no window
+        blob = max(opened.blobs, key=lambda b: len(b.table.frames))
+        blob.tuning.whole_layer = 0
+        (window_blob,) = [d for d in manifest["layers"]
+                          if d["digest"] == blob.ref.windows_blob.digest]
+        k = next(i for i, p in enumerate(blob.table.checkpoints) if p.window_length)
+        span = blob.table.frames[k]
+        path = OciLayout.open(layout).blob_path(window_blob["digest"])
+        path.rename(tmp_path / "windows")
+        try:
+            with pytest.raises(ErofsdError, match="missing"):
+                blob.read_at(span.offset, 1)
+            assert not blob.is_present(span.offset, span.length)
+        finally:
+            (tmp_path / "windows").rename(path)
+        tar = blob.read_at(span.offset, span.length)  # back: the same read now works
+        assert blob.table.verify(k, tar)
+
+
+def test_an_index_whose_window_blob_is_not_its_tables_is_refused_at_open(tmp_path):
+    from erofsd.errors import CorruptImage
+
+    source = write_image(tmp_path / "img", "t", feature_layers())
+    index = index_reference(source).index.digest
+    layout = OciLayout.open(tmp_path / "img")
+    manifest = json.loads(layout.read_blob(index))
+    windows = manifest["layers"][2]
+    manifest["layers"][2] = {**windows, "size": windows["size"] + 1}
+    lying = layout.put_bytes(json.dumps(manifest).encode())
+    with pytest.raises(CorruptImage, match="window blob is"):
+        open_image(source, options=ReadOptions(state_dir=str(tmp_path / "s"), index=lying))
+
+
 def test_the_cli_reads_through_an_index_and_discovers_one_when_asked(ordinary, tmp_path):
     out = erofsd("cat", ordinary["ref"], "/decoder.py", "--index", ordinary["index"],
                  "--state-dir", str(tmp_path / "s1"))
