@@ -48,6 +48,7 @@ from ..errors import CacheError, ErofsdError, IntegrityError, NoSpace, SourceErr
 from ..oci.image import BlobRef
 from ..oci.source import BlobSource
 from ..posixio import pwrite_all
+from .chunkshare import VolumeChunks
 from .presentmap import PresentMap, current_boot_id
 
 log = logging.getLogger("erofsd.cache")
@@ -75,6 +76,7 @@ class CacheTuning:
 class CookieStats:
     read_bytes: int = 0
     fetched_bytes: int = 0  # by this process; the map header keeps the lifetime total
+    local_bytes: int = 0  # filled from another blob of the volume, not fetched
     hits: int = 0
     misses: int = 0
     blocked_seconds: float = 0.0
@@ -102,6 +104,7 @@ class CachedBlob:
         # readahead window that fetch used (the start of the blob begins one)
         self._streams: OrderedDict[int, int] = OrderedDict({0: 0})
         self._fill_cursor = 0  # frames before it are present or being fetched
+        self.neighbours: VolumeChunks | None = None  # the volume's other blobs (chunkshare)
         self.poisoned: IntegrityError | None = None  # whole, it did not match its diff_id
         self.recover_if_rebooted()
 
@@ -345,9 +348,37 @@ class CachedBlob:
             if store:
                 with self.pmap.locked(chunks.start, chunks.stop):
                     self.pmap.refresh(chunks.start, chunks.stop)  # another process may have it
-                    self._fetch_run([f for f in run if not self._frame_present(f)], None)
+                    todo = [f for f in run if not self._frame_present(f)]
+                    self._fetch_run(self._fill_locally(todo), None)
             else:
                 self._read_through_owner(chunks, unstored)
+
+    def _fill_locally(self, todo: list[int]) -> list[int]:
+        """Store the frames of ``todo`` whose every chunk another blob of the volume holds
+        (each copy verified); the frames left to fetch."""
+        if self.neighbours is None:
+            return todo
+        left = []
+        for f in todo:
+            frame = self.table.frames[f]
+            pieces = []
+            for i in frame.chunks:
+                entry = self.table.entries[i]
+                piece = self.neighbours.copy_of(entry.digest, entry.length, self)
+                if piece is None:
+                    break
+                pieces.append(piece)
+            else:
+                data = b"".join(pieces)
+                self._store(frame.chunks, data)
+                self.stats.local_bytes += len(data)
+                continue
+            left.append(f)
+        return left
+
+    def read_present(self, offset: int, length: int) -> bytes:
+        """Bytes this blob holds present, read from its file (no fetch, no event)."""
+        return os.pread(self._fd, length, offset)
 
     def _read_through_owner(self, todo: range, unstored: dict[int, bytes]) -> None:
         """Read chunks of an owned blob from its file (the owner fills them); verify."""

@@ -33,6 +33,7 @@ from ..oci.image import BlobRef, check_chunk_table
 from ..oci.source import BlobSource
 from ..posixio import pwrite_all
 from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
+from .chunkshare import VolumeChunks
 from .presentmap import PresentMap
 
 log = logging.getLogger("erofsd.cache")
@@ -119,6 +120,7 @@ class BlobCache:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._open: dict[tuple[str, str], list] = {}  # key -> [CachedBlob, references]
         self._opening: dict[tuple[str, str], threading.Lock] = {}
+        self._volumes: dict[str, VolumeChunks] = {}  # the chunks of each volume's open blobs
         self._lock = threading.Lock()
 
     # -- cookies --------------------------------------------------------------
@@ -150,6 +152,8 @@ class BlobCache:
             blob = self._open_blob(volume, ref, sources)
             with self._lock:
                 self._open[key] = [blob, 1]
+                blob.neighbours = self._volumes.setdefault(volume, VolumeChunks())
+            blob.neighbours.add(blob)
             return blob
 
     def release(self, blob: CachedBlob) -> None:
@@ -162,6 +166,8 @@ class BlobCache:
             if found[1] > 0:
                 return
             del self._open[key]
+        if blob.neighbours is not None:
+            blob.neighbours.remove(blob)
         blob.pmap.update_header(last_used=int(time.time()))
         blob.close()
 

@@ -330,6 +330,7 @@ class Daemon:
                 "compressed": blob.ref.compressed,
                 "cached_bytes": blob.table.present_bytes(on_disk),
                 "fetched_bytes": blob.pmap.reload_header().fetched_bytes, "read_bytes": read,
+                "filled_locally_bytes": blob.stats.local_bytes,
                 "hits": blob.stats.hits, "misses": blob.stats.misses,
                 "blocked_seconds": round(blob.stats.blocked_seconds, 6),
                 "complete": all(on_disk), "path": blob.data_path}
