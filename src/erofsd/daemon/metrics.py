@@ -28,6 +28,8 @@ def prometheus_text(status: dict) -> str:
             ("size", "Size of each blob in bytes."),
             ("cached_bytes", "Bytes of each blob present in the cache."),
             ("fetched_bytes", "Bytes ever fetched from sources for each cookie."),
+            ("filled_locally_bytes", "Bytes copied from the volume's other blobs instead of "
+             "fetched, per cookie, by this daemon."),
             ("read_bytes", "Bytes readers asked for, per cookie."),
             ("hits", "Reads served from the cache, per cookie."),
             ("misses", "Reads that had to fetch, per cookie."),
