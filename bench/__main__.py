@@ -16,6 +16,7 @@ from . import (
     b6_memory,
     b7_fscache,
     b8_container_start,
+    b9_chunk_sharing,
     b10_transfer,
     b11_unconverted,
     convert,
@@ -26,7 +27,8 @@ from .common import print_table, write_json
 SUITE = {"B1": lambda quick: b1_build.run(quick) + convert.run(quick), "B2": b2_warm.run,
          "B3": lambda quick: b3_lazy_start.run(quick) + lazy_reads.run(quick),
          "B4": b4_sharing.run, "B5": b5_latency.run, "B6": b6_memory.run,
-         "B7": b7_fscache.run, "B8": b8_container_start.run, "B10": b10_transfer.run,
+         "B7": b7_fscache.run, "B8": b8_container_start.run, "B9": b9_chunk_sharing.run,
+         "B10": b10_transfer.run,
          "B11": b11_unconverted.run}
 
 

@@ -39,19 +39,27 @@ MIRROR = "http://deb.debian.org/debian"
 
 def debian_python_tree() -> Path | None:
     """The rootfs (built once; None, saying why, where debootstrap cannot run)."""
-    target = DATA_DIR / "debian-python"
+    return debian_tree("debian-python", ["python3"], "B8")
+
+
+def debian_tree(name: str, include: list[str], who: str) -> Path | None:
+    """Debian bookworm minbase with ``include``, made by debootstrap once and cached in the
+    bench folder as ``name``; None, saying why, where debootstrap cannot run."""
+    target = DATA_DIR / name
     if target.exists():
         return target
     if shutil.which("debootstrap") is None:
-        print("B8 skipped: debootstrap is not installed", file=sys.stderr)
+        print(f"{who} skipped: debootstrap is not installed", file=sys.stderr)
         return None
     tmp = target.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    print("B8: debootstrap of bookworm minbase + python3 (once, a few minutes)", file=sys.stderr)
-    result = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm",
+    packages = " + ".join(["minbase", *include])
+    print(f"{who}: debootstrap of bookworm {packages} (once, a few minutes)", file=sys.stderr)
+    extra = [f"--include={','.join(include)}"] if include else []
+    result = subprocess.run(["debootstrap", "--variant=minbase", *extra, "bookworm",
                              str(tmp), MIRROR], capture_output=True, text=True)
     if result.returncode != 0:
-        print(f"B8 skipped: debootstrap failed: {result.stderr[-500:]}", file=sys.stderr)
+        print(f"{who} skipped: debootstrap failed: {result.stderr[-500:]}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         return None
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):  # what an image leaves out
