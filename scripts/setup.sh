@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES="erofs-utils squashfs-tools squashfuse skopeo docker-registry apache2-utils fuse3 libfuse3-dev
 pkg-config gcc umoci tar linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev
 cpio kmod qemu-system-x86 busybox-static e2fsprogs containerd runc
-golang-github-containerd-containerd-dev debootstrap"
+golang-github-containerd-containerd-dev debootstrap xfsprogs"
 
 missing=""
 for p in $PACKAGES; do

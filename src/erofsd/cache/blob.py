@@ -30,6 +30,7 @@ returned and never stored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -39,7 +40,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..erofs.chunktable import ChunkTable
@@ -77,6 +78,7 @@ class CookieStats:
     read_bytes: int = 0
     fetched_bytes: int = 0  # by this process; the map header keeps the lifetime total
     local_bytes: int = 0  # filled from another blob of the volume, not fetched
+    reflinked_bytes: int = 0  # of those, sharing the other blob's disk blocks
     hits: int = 0
     misses: int = 0
     blocked_seconds: float = 0.0
@@ -355,30 +357,27 @@ class CachedBlob:
 
     def _fill_locally(self, todo: list[int]) -> list[int]:
         """Store the frames of ``todo`` whose every chunk another blob of the volume holds
-        (each copy verified); the frames left to fetch."""
+        (each copy verified where it lands); the frames left to fetch."""
         if self.neighbours is None:
             return todo
         left = []
         for f in todo:
-            frame = self.table.frames[f]
-            pieces = []
-            for i in frame.chunks:
-                entry = self.table.entries[i]
-                piece = self.neighbours.copy_of(entry.digest, entry.length, self)
-                if piece is None:
-                    break
-                pieces.append(piece)
-            else:
-                data = b"".join(pieces)
-                self._store(frame.chunks, data)
-                self.stats.local_bytes += len(data)
-                continue
-            left.append(f)
+            chunks = self.table.frames[f].chunks
+            with self._writing(self.table.entries[chunks.start].offset):
+                filled = self.neighbours.fill(self, self._fd, chunks)
+                if filled is None:
+                    left.append(f)
+                    continue
+                self._mark(chunks)
+            self.stats.local_bytes += filled.bytes
+            self.stats.reflinked_bytes += filled.reflinked
+            self.pmap.update_header(add_local=filled.bytes, add_reflinked=filled.reflinked)
         return left
 
-    def read_present(self, offset: int, length: int) -> bytes:
-        """Bytes this blob holds present, read from its file (no fetch, no event)."""
-        return os.pread(self._fd, length, offset)
+    def present_fd(self, index: int) -> int | None:
+        """An fd that reads chunk ``index`` without a fetch, if this blob holds it."""
+        self.pmap.refresh(index, index + 1)
+        return self._fd if self.pmap.is_present(index) else None
 
     def _read_through_owner(self, todo: range, unstored: dict[int, bytes]) -> None:
         """Read chunks of an owned blob from its file (the owner fills them); verify."""
@@ -491,11 +490,22 @@ class CachedBlob:
     def _store(self, chunks: range, data: bytes) -> None:
         """Write verified chunks, then mark them; any failure marks nothing."""
         start = self.table.entries[chunks.start].offset
-        try:
+        with self._writing(start):
             pwrite_all(self._fd, data, start)
-            self.pmap.mark(chunks.start, chunks.stop)
-            if self.ref.diff_id and self.pmap.all_present():
-                self._check_whole()
+            self._mark(chunks)
+
+    def _mark(self, chunks: range) -> None:
+        """Chunks whose verified bytes are written are present (and a whole layer is
+        checked against its diff_id)."""
+        self.pmap.mark(chunks.start, chunks.stop)
+        if self.ref.diff_id and self.pmap.all_present():
+            self._check_whole()
+
+    @contextlib.contextmanager
+    def _writing(self, start: int) -> Iterator[None]:
+        """Cache write errors (ENOSPC, EIO) as the CacheError a reader gets."""
+        try:
+            yield
         except OSError as e:
             log.error("cache write failed for %s in %s at %d: %s", self.ref.digest,
                       self.volume, start, e.strerror)

@@ -27,10 +27,20 @@ from ..posixio import pwrite_all
 MAGIC = b"ERFSDPM1"
 VERSION = 1
 # magic, version, entry count, blob size, data size, table present, boot id,
-# fetched bytes, last used, created
-HEADER = struct.Struct("<8sIIQQB7x16sQQQ")
+# fetched bytes, last used, created, bytes filled locally, of those reflinked
+# (the last two came later: older maps hold zeros there)
+HEADER = struct.Struct("<8sIIQQB7x16sQQQQQ")
 HEADER_SIZE = 4096
 PRESENT = 1
+
+
+def present_on_disk(path: str, index: int) -> bool:
+    """Is entry ``index`` of the map at ``path`` marked, as stored now (no map opened)?"""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, 1, HEADER_SIZE + index) == bytes([PRESENT])
+    finally:
+        os.close(fd)
 
 
 def current_boot_id() -> bytes:
@@ -51,19 +61,22 @@ class Header:
     fetched_bytes: int = 0
     last_used: int = 0
     created: int = 0
+    local_bytes: int = 0
+    reflinked_bytes: int = 0
 
     def pack(self) -> bytes:
         return HEADER.pack(MAGIC, VERSION, self.entry_count, self.blob_size, self.data_size,
                            int(self.table_present), self.boot_id, self.fetched_bytes,
-                           self.last_used, self.created)
+                           self.last_used, self.created, self.local_bytes,
+                           self.reflinked_bytes)
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
-        magic, version, count, size, data_size, table, boot, fetched, used, created = \
+        magic, version, count, size, data_size, table, boot, *counters = \
             HEADER.unpack_from(data)
         if magic != MAGIC or version != VERSION:
             raise CorruptImage("present map has a bad header")
-        return cls(count, size, data_size, bool(table), boot, fetched, used, created)
+        return cls(count, size, data_size, bool(table), boot, *counters)
 
 
 class PresentMap:
@@ -165,8 +178,9 @@ class PresentMap:
         with self.locked():
             header = Header.unpack(os.pread(self.fd, HEADER.size, 0))
             for name, value in changes.items():
-                if name == "add_fetched":
-                    header.fetched_bytes += value
+                if name.startswith("add_"):
+                    field = name[4:] + "_bytes"
+                    setattr(header, field, getattr(header, field) + value)
                 else:
                     setattr(header, name, value)
             pwrite_all(self.fd, header.pack(), 0)

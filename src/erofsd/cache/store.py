@@ -3,6 +3,7 @@
     <state>/cache/<volume dir>/volume        the volume key, e.g. "erofs,d1"
     <state>/cache/<volume dir>/<hex>         the blob, sparse (the kernel's device file)
     <state>/cache/<volume dir>/<hex>.map     its present map (presentmap.py)
+    <state>/cache/<volume dir>/chunks.db     where the volume's chunks are (chunkindex.py)
     <state>/bootstraps/<hex>                 verified bootstraps, by digest
 
 Every process that has a blob (or bootstrap) open holds a shared flock on
@@ -33,6 +34,7 @@ from ..oci.image import BlobRef, check_chunk_table
 from ..oci.source import BlobSource
 from ..posixio import pwrite_all
 from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
+from .chunkindex import INDEX_FILES, forget_blob
 from .chunkshare import VolumeChunks
 from .presentmap import PresentMap
 
@@ -152,8 +154,12 @@ class BlobCache:
             blob = self._open_blob(volume, ref, sources)
             with self._lock:
                 self._open[key] = [blob, 1]
-                blob.neighbours = self._volumes.setdefault(volume, VolumeChunks())
-            blob.neighbours.add(blob)
+                chunks = self._volumes.get(volume)
+                if chunks is None:
+                    chunks = self._volumes[volume] = VolumeChunks(Path(blob.data_path).parent)
+                chunks.register(blob)
+                blob.neighbours = chunks
+            chunks.enter(blob)
             return blob
 
     def release(self, blob: CachedBlob) -> None:
@@ -166,8 +172,12 @@ class BlobCache:
             if found[1] > 0:
                 return
             del self._open[key]
-        if blob.neighbours is not None:
-            blob.neighbours.remove(blob)
+            chunks = blob.neighbours
+            last = chunks is not None and chunks.unregister(blob)
+            if last:
+                del self._volumes[blob.volume]
+        if last:
+            chunks.close()
         blob.pmap.update_header(last_used=int(time.time()))
         blob.close()
 
@@ -340,8 +350,11 @@ class BlobCache:
         for directory in self.root.iterdir():
             if not directory.is_dir() or directory.is_symlink():
                 continue  # not a volume: not ours to remove
-            leftovers = [p for p in directory.iterdir() if p.name != KEY_FILE]
+            leftovers = [p for p in directory.iterdir()
+                         if p.name != KEY_FILE and p.name not in INDEX_FILES]
             if not leftovers:
+                for name in INDEX_FILES:
+                    (directory / name).unlink(missing_ok=True)
                 (directory / KEY_FILE).unlink(missing_ok=True)
                 try:
                     directory.rmdir()
@@ -361,6 +374,7 @@ class BlobCache:
                 return False
             map_path.with_suffix("").unlink(missing_ok=True)
             map_path.unlink(missing_ok=True)
+            forget_blob(map_path.parent, map_path.stem)
             return True
         finally:
             os.close(fd)

@@ -24,12 +24,21 @@ def prometheus_text(status: dict) -> str:
     gauge("erofsd_domain_mounts", "Mounts in each domain.",
           [(_labels(domain_id=d["domain_id"]), d["mounts"]) for d in status["domains"]])
     for field, help_text in (
+            ("fetched_bytes", "Bytes ever fetched from sources by each domain's cookies."),
+            ("filled_locally_bytes", "Bytes each domain's cookies took from other blobs of "
+             "the domain instead of fetching them."),
+            ("reflinked_bytes", "Of those, bytes sharing the other blob's disk blocks.")):
+        gauge(f"erofsd_domain_{field}", help_text,
+              [(_labels(domain_id=d["domain_id"]), d.get(field, 0))
+               for d in status["domains"]])
+    for field, help_text in (
             ("refcount", "Mounts using each cookie."),
             ("size", "Size of each blob in bytes."),
             ("cached_bytes", "Bytes of each blob present in the cache."),
             ("fetched_bytes", "Bytes ever fetched from sources for each cookie."),
-            ("filled_locally_bytes", "Bytes copied from the volume's other blobs instead of "
-             "fetched, per cookie, by this daemon."),
+            ("filled_locally_bytes", "Bytes ever taken from the volume's other blobs "
+             "instead of fetched, per cookie."),
+            ("reflinked_bytes", "Of those, bytes sharing the other blob's disk blocks."),
             ("read_bytes", "Bytes readers asked for, per cookie."),
             ("hits", "Reads served from the cache, per cookie."),
             ("misses", "Reads that had to fetch, per cookie."),

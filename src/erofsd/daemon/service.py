@@ -39,7 +39,7 @@ from ..datapaths.fanotify import FanotifyPath
 from ..datapaths.fscache import FscachePath
 from ..datapaths.fuse import FusePath
 from ..datapaths.holderlink import HolderLink
-from ..domain import DomainRegistry, default_fsid
+from ..domain import DomainRegistry, default_fsid, volume_of
 from ..errors import Busy, ErofsdError, InvalidArgument, NotADirectory, NotFound
 from ..images import cached_bootstrap
 from ..kernel.mount import is_mount_point, mounted_filesystems
@@ -326,11 +326,13 @@ class Daemon:
     def _cookie_view(blob: CachedBlob, reads_elsewhere: dict[tuple[str, str], int]) -> dict:
         on_disk = blob.pmap.read_disk()
         read = blob.stats.read_bytes + reads_elsewhere.get((blob.volume, blob.ref.digest), 0)
+        header = blob.pmap.reload_header()  # lifetime counts, every process's
         return {"size": blob.ref.size, "data_size": blob.ref.data_size,
                 "compressed": blob.ref.compressed,
                 "cached_bytes": blob.table.present_bytes(on_disk),
-                "fetched_bytes": blob.pmap.reload_header().fetched_bytes, "read_bytes": read,
-                "filled_locally_bytes": blob.stats.local_bytes,
+                "fetched_bytes": header.fetched_bytes, "read_bytes": read,
+                "filled_locally_bytes": header.local_bytes,
+                "reflinked_bytes": header.reflinked_bytes,
                 "hits": blob.stats.hits, "misses": blob.stats.misses,
                 "blocked_seconds": round(blob.stats.blocked_seconds, 6),
                 "complete": all(on_disk), "path": blob.data_path}
@@ -356,8 +358,20 @@ class Daemon:
         for path in self.paths.values():
             daemon.update(path.status())
         mounts = [self._mount_view(m) for m in sorted(self.mounts.values(), key=lambda m: m.name)]
-        return {"mounts": mounts, "domains": view["domains"], "cookies": view["cookies"],
-                "daemon": daemon}
+        return {"mounts": mounts, "domains": _with_totals(view["domains"], view["cookies"]),
+                "cookies": view["cookies"], "daemon": daemon}
+
+
+TOTALS = ("fetched_bytes", "filled_locally_bytes", "reflinked_bytes")
+
+
+def _with_totals(domains: list[dict], cookies: list[dict]) -> list[dict]:
+    """Each domain with its cookies' fetched and locally filled bytes added up."""
+    for domain in domains:
+        volume = volume_of(domain["domain_id"], "")
+        for field in TOTALS:
+            domain[field] = sum(c.get(field, 0) for c in cookies if c["volume"] == volume)
+    return domains
 
 
 def _rss() -> int:
