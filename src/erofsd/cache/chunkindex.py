@@ -59,24 +59,29 @@ class ChunkIndex:
             log.warning("chunk index %s is unusable (%s): chunks are not shared", self.path, e)
 
     def _open(self) -> sqlite3.Connection:
+        try:
+            return self._open_as_is()
+        except sqlite3.DatabaseError as e:  # derived data: start again from the cache files
+            log.warning("chunk index %s is damaged (%s); rebuilding it", self.path, e)
+            for name in INDEX_FILES:
+                (self.directory / name).unlink(missing_ok=True)
+            return self._open_as_is()
+
+    def _open_as_is(self) -> sqlite3.Connection:
         fresh = not self.path.exists()
         db = self._connect()
         try:
-            damaged = db.execute("PRAGMA quick_check").fetchone()[0] != "ok" or \
-                db.execute("PRAGMA user_version").fetchone()[0] not in (0, SCHEMA_VERSION)
-        except sqlite3.DatabaseError:
-            damaged = True
-        if damaged:  # derived data: start again from the cache files
-            log.warning("chunk index %s is damaged; rebuilding it", self.path)
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok" or \
+                    db.execute("PRAGMA user_version").fetchone()[0] not in (0, SCHEMA_VERSION):
+                raise sqlite3.DatabaseError("fails its check, or is of another version")
+            with db:
+                db.executescript(SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if fresh:
+                self._rebuild(db)
+        except BaseException:
             db.close()
-            for name in INDEX_FILES:
-                (self.directory / name).unlink(missing_ok=True)
-            db, fresh = self._connect(), True
-        with db:
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        if fresh:
-            self._rebuild(db)
+            raise
         return db
 
     def _connect(self) -> sqlite3.Connection:
