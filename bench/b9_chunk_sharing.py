@@ -15,20 +15,27 @@ reads every file, then mounts the second and reads every file:
 - erofsd, chunk sharing: the second in the same domain;
 - layer-level sharing (what a domain did before): the second in another
   domain, so it fetches all of it, as it would with no chunk in common;
+- chunk sharing with the cache on xfs (a loop device), where a local
+  fill is a reflink: the same bytes fetched, and on disk only the blocks
+  no other file shares;
 - the ideal: the stored bytes of the second image's frames that hold a
   chunk the first does not (a frame is the unit a fetch gets), from the
   two images' chunk tables.
 
 Bytes fetched are the second image's cookies' counts less its chunk
-tables; bytes on disk its cache files' allocated blocks. Bytes do not
+tables; bytes on disk its cache files' allocated blocks less those
+shared with another file (FIEMAP). Bytes do not
 drift, so each contender runs once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from erofsd.images import open_image
@@ -38,6 +45,7 @@ from .common import Figure, stdlib_tree, tests_on_path
 from .registry_setup import build_image
 
 CHANGED_EVERY = 33  # 3% of the files
+XFS_SIZE = 4 << 30  # sparse: holds the Debian pair's cache
 
 
 def run(quick: bool) -> list[Figure]:
@@ -58,28 +66,17 @@ def run(quick: bool) -> list[Figure]:
 
 
 def _pair(what: str, first: Path, second: Path, root: Path) -> list[Figure]:
-    from daemonutil import DaemonProc
-
     layout = root / "layout"
     refs = [build_image(layout, name, [tree]) for name, tree in (("a", first), ("b", second))]
     ideal, second_bytes, tables = _ideal(*refs)
     found = {}
-    for contender, domain in (("chunks", "d1"), ("layers", "d2")):
-        shutil.rmtree(root / "state", ignore_errors=True)
-        with DaemonProc(root / "state") as daemon:
-            for tag, ref, dom in (("a", refs[0], "d1"), ("b", refs[1], domain)):
-                view = daemon.client.mount(ref, daemon.mountpoint(tag), domain_id=dom)
-                _read_tree(daemon.mountpoint(tag))
-            cookies = [c for c in daemon.client.status()["cookies"]
-                       if c["volume"] == f"erofs,{domain}" and c["blob"] in view["blobs"]]
-            found[contender] = {
-                "fetched": sum(c["fetched_bytes"] for c in cookies) - tables,
-                "local": sum(c.get("filled_locally_bytes", 0) for c in cookies),
-                "disk": sum(os.stat(c["path"]).st_blocks * 512 for c in cookies)}
-            for tag in ("a", "b"):
-                daemon.client.umount(daemon.mountpoint(tag))
+    for contender, domain in (("chunks", "d1"), ("layers", "d2"), ("reflinks", "d1")):
+        with _state_dir(root, on_xfs=contender == "reflinks") as state:
+            found[contender] = _second_costs(refs, domain, state, tables)
     params = {"pair": what, "second_stored_bytes": second_bytes, "ideal_bytes": ideal,
-              "filled_locally_bytes": found["chunks"]["local"]}
+              "filled_locally_bytes": found["chunks"]["local"],
+              "xfs_fetched_bytes": found["reflinks"]["fetched"],
+              "xfs_reflinked_bytes": found["reflinks"]["reflinked"]}
     return [
         Figure("B9", f"{what}: bytes the second fetches, against the ideal", "B",
                found["chunks"]["fetched"], "ideal (frames with new content)", ideal, params,
@@ -90,7 +87,53 @@ def _pair(what: str, first: Path, second: Path, root: Path) -> list[Figure]:
         Figure("B9", f"{what}: bytes the second keeps on disk", "B", found["chunks"]["disk"],
                "layer-level sharing", found["layers"]["disk"], params,
                higher_is_better=False),
+        Figure("B9", f"{what}: bytes the second keeps on disk, cache on xfs (reflinks)", "B",
+               found["reflinks"]["disk"], "ext4 (copies)", found["chunks"]["disk"], params,
+               higher_is_better=False),
     ]
+
+
+def _second_costs(refs: list[str], domain: str, state: Path, tables: int) -> dict:
+    """Mount the first image in d1 and the second in ``domain``, read both: the second's
+    bytes fetched, filled locally, reflinked, and on disk (blocks no other file shares)."""
+    from daemonutil import DaemonProc
+    from sharekit import shared_bytes
+
+    with DaemonProc(state) as daemon:
+        for tag, ref, dom in (("a", refs[0], "d1"), ("b", refs[1], domain)):
+            view = daemon.client.mount(ref, daemon.mountpoint(tag), domain_id=dom)
+            _read_tree(daemon.mountpoint(tag))
+        cookies = [c for c in daemon.client.status()["cookies"]
+                   if c["volume"] == f"erofs,{domain}" and c["blob"] in view["blobs"]]
+        costs = {"fetched": sum(c["fetched_bytes"] for c in cookies) - tables,
+                 "local": sum(c.get("filled_locally_bytes", 0) for c in cookies),
+                 "reflinked": sum(c.get("reflinked_bytes", 0) for c in cookies),
+                 "disk": sum(os.stat(c["path"]).st_blocks * 512 - shared_bytes(c["path"])
+                             for c in cookies)}
+        for tag in ("a", "b"):
+            daemon.client.umount(daemon.mountpoint(tag))
+    return costs
+
+
+@contextlib.contextmanager
+def _state_dir(root: Path, *, on_xfs: bool) -> Iterator[Path]:
+    """A fresh state directory: under ``root`` (this machine's ext4), or on a fresh xfs
+    with reflinks (a sparse file on a loop device), unmounted after."""
+    shutil.rmtree(root / "state", ignore_errors=True)
+    if not on_xfs:
+        yield root / "state"
+        return
+    image, mountpoint = root / "xfs.img", root / "xfs"
+    with open(image, "wb") as f:
+        f.truncate(XFS_SIZE)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+    mountpoint.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
+    try:
+        yield mountpoint / "state"
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+        image.unlink()
 
 
 def _ideal(first: str, second: str) -> tuple[int, int, int]:
