@@ -159,8 +159,27 @@ def source_fault(spec: dict) -> dict:
                 "failed_reads": d.client.status()["daemon"]["fscache"]["failed_reads"]}
 
 
+def chunks_shared(spec: dict) -> dict:
+    """Two images built apart (no blob in common) in one domain: the kernel shares no
+    cookie, the daemon's cache fills the second's common chunks from the first's."""
+    apart = spec["apart"]
+    with daemon("chunks") as d:
+        found: dict = {"shared": apart["shared"]}
+        for tag in ("a", "b"):
+            mnt = d.mountpoint("apart-" + tag)
+            view = d.client.mount(apart["images"][tag], mnt, fsid="apart-" + tag,
+                                  domain_id="d2", mode="fscache")
+            same = digests(mnt) == apart["expected"][tag]
+            (cookie,) = [c for c in d.client.status()["cookies"]
+                         if c["blob"] == view["blobs"][0]]
+            found[tag] = {"files_equal": same, "fetched": cookie["fetched_bytes"],
+                          "local": cookie["filled_locally_bytes"],
+                          "data_size": cookie["data_size"]}
+        return found
+
+
 SCENARIOS = [shared_domain, same_fsid_twice, no_domain, unmount_and_remount, failover,
-             source_fault]
+             source_fault, chunks_shared]
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from cachekit import text
 from erofsd.erofs import codec
 from erofsd.images import open_image
 from erofsd.oci.layout import OciLayout
+from sharekit import common_bytes, two_images
 from treeutil import snapshot_image
 
 pytestmark = [pytest.mark.fscache,
@@ -69,6 +70,8 @@ def _spec(work: Path) -> dict:
     data = bytearray(blob.read_bytes())
     data[frame.stored_offset] ^= 0xFF
     blob.write_bytes(bytes(data))
+    (work / "apart").mkdir()
+    apart = two_images(work / "apart")
     return {
         "images": {"a": f"oci:{layout}:a", "b": f"oci:{layout}:b"},
         "expected": {t: _digests(f"oci:{layout}:{t}") for t in ("a", "b")},
@@ -77,6 +80,9 @@ def _spec(work: Path) -> dict:
                 "digest": hashlib.sha256((big / "big").read_bytes()).hexdigest()},
         "bad": {"image": f"oci:{work / 'badimages'}:bad", "broken": "/broken", "fine": "/fine",
                 "fine_digest": hashlib.sha256((bad / "fine").read_bytes()).hexdigest()},
+        "apart": {"images": {"a": apart[0], "b": apart[1]},
+                  "expected": {"a": _digests(apart[0]), "b": _digests(apart[1])},
+                  "shared": common_bytes(work / "apart")},
     }
 
 
@@ -147,3 +153,12 @@ def test_a_source_fault_gives_eio_not_zeros(findings):
     found = _scenario(findings, "source_fault")
     assert found["broken"]["errno"] == 5  # EIO
     assert found["fine_ok"] and found["failed_reads"] >= 1
+
+
+def test_chunks_two_images_built_apart_hold_are_fetched_once(findings):
+    found = _scenario(findings, "chunks_shared")
+    shared = found["shared"]  # bytes of the files both hold
+    assert found["a"]["files_equal"] and found["b"]["files_equal"]
+    assert found["a"]["local"] == 0
+    assert found["b"]["local"] >= shared
+    assert found["b"]["fetched"] <= found["b"]["data_size"] - shared

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from ..erofs.chunktable import ChunkTable
 from ..errors import CorruptImage
+from .cachefile import table_after_data
 from .presentmap import PresentMap
 
 log = logging.getLogger("erofsd.cache")
@@ -164,10 +164,7 @@ def _cached_table(map_path: Path) -> ChunkTable | None:
         header = pmap.header
         if not header.table_present:
             return None
-        with open(map_path.with_suffix(""), "rb") as f:
-            raw = os.pread(f.fileno(), os.fstat(f.fileno()).st_size - header.data_size,
-                           header.data_size)
-        return ChunkTable.unpack(raw, header.data_size)
+        return table_after_data(map_path.with_suffix(""), header.data_size)[0]
     except (OSError, ValueError, CorruptImage):
         return None
     finally:

@@ -1,7 +1,8 @@
 """The blob cache in a state directory: volumes, cached blobs, bootstraps, GC.
 
     <state>/cache/<volume dir>/volume        the volume key, e.g. "erofs,d1"
-    <state>/cache/<volume dir>/<hex>         the blob, sparse (the kernel's device file)
+    <state>/cache/<volume dir>/<hex>         the blob, sparse (the kernel's device file),
+                                             then its chunk table (cachefile.py)
     <state>/cache/<volume dir>/<hex>.map     its present map (presentmap.py)
     <state>/cache/<volume dir>/chunks.db     where the volume's chunks are (chunkindex.py)
     <state>/bootstraps/<hex>                 verified bootstraps, by digest
@@ -34,6 +35,7 @@ from ..oci.image import BlobRef, check_chunk_table
 from ..oci.source import BlobSource
 from ..posixio import pwrite_all
 from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
+from .cachefile import table_after_data
 from .chunkindex import INDEX_FILES, forget_blob
 from .chunkshare import VolumeChunks
 from .presentmap import PresentMap
@@ -297,11 +299,8 @@ class BlobCache:
             cached, size = 0, header.blob_size
             if header.table_present:
                 try:
-                    with open(data_path, "rb") as f:
-                        f.seek(header.data_size)
-                        raw = f.read()
-                    table = ChunkTable.unpack(raw, header.data_size)
-                    cached, size = table.present_bytes(pmap.bytes), table.stored_size + len(raw)
+                    table, table_size = table_after_data(data_path, header.data_size)
+                    cached, size = table.present_bytes(pmap.bytes), table.stored_size + table_size
                 except (OSError, ValueError, CorruptImage):
                     cached = 0
             in_use = not _try_lock(pmap.fd, fcntl.LOCK_EX)
