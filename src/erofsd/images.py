@@ -16,7 +16,8 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 
-from .cache.blob import BackgroundFill, CacheTuning
+from .cache.blob import CacheTuning
+from .cache.fill import BackgroundFill
 from .cache.store import BlobCache, default_state_dir
 from .domain import default_fsid, validate_name, volume_of
 from .erofs.chunktable import ChunkTable

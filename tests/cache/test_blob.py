@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cachekit import CountingSource, open_blob
-from erofsd.cache.blob import BackgroundFill, CacheTuning
+from erofsd.cache.blob import CacheTuning
+from erofsd.cache.fill import BackgroundFill
 from erofsd.cache.presentmap import HEADER, Header
 from erofsd.cache.store import BlobCache
 from erofsd.errors import CacheError, IntegrityError

@@ -15,6 +15,11 @@ by a window that grows with the stream.
 A write error (ENOSPC, EIO) fails the read with a CacheError that names
 the cause, marks nothing, and leaves the cache usable.
 
+A span of an ordinary gzip layer (a span table's frame) is entered with
+the data before it, or its window: spanwindows.py says where that comes
+from. A miss on a chunk another blob of the volume holds is filled from
+there (chunkshare.py). Whole blobs are filled ahead of a reader by fill.py.
+
 A blob that a daemon serves to the kernel through fanotify is *owned*: the
 daemon holds an exclusive flock on ``<blob>.owner``, and every write to the
 file must go through its no-notify fd. Any other process never writes it
@@ -41,24 +46,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..erofs.chunktable import ChunkTable
-from ..erofs.readat import ReadAt
-from ..errors import CacheError, ErofsdError, IntegrityError, NoSpace, SourceError
+from ..errors import CacheError, ErofsdError, IntegrityError, NoSpace
 from ..oci.image import BlobRef
-from ..oci.source import BlobSource
+from ..oci.source import BlobSource, read_from_sources
 from ..posixio import pwrite_all
 from .chunkshare import VolumeChunks
 from .presentmap import PresentMap, current_boot_id
+from .spanwindows import SpanWindows
 
 log = logging.getLogger("erofsd.cache")
 
 VERIFY_ATTEMPTS = 4
 WHOLE_PIECE = 4 << 20
-FILL_STREAMS = 2  # requests in flight while a whole read fills ahead of its reader
 STREAMS = 16  # sequential readers tracked per blob for readahead
-BESIDE_THREADS = 4  # windows fetched while their spans are
 
 
 @dataclasses.dataclass
@@ -108,6 +110,11 @@ class CachedBlob:
         self._fill_cursor = 0  # frames before it are present or being fetched
         self.neighbours: VolumeChunks | None = None  # the volume's other blobs (chunkshare)
         self.poisoned: IntegrityError | None = None  # whole, it did not match its diff_id
+        self._windows: SpanWindows | None = None  # how a span of a gzip layer is entered
+        if table.checkpoints:
+            assert ref.windows_blob is not None  # the table was checked against the ref
+            self._windows = SpanWindows(table, ref.windows_blob.digest, self._held,
+                                        self._fetch_bytes)
         self.recover_if_rebooted()
 
     # -- the ReadAt interface -----------------------------------------------
@@ -420,16 +427,20 @@ class CachedBlob:
         frames = self.table.frames
         for group in self._runs(todo):
             start = frames[group.start].stored_offset
-            local = attempt == 0 and unstored is None
-            ahead = self._before_ahead(group.start, local)
+            local = attempt == 0 and unstored is None  # the bytes held before may be used
+            ahead = self._windows.ahead(group.start, local=local) if self._windows else None
             stored = self._read_from_sources(start, frames[group.stop - 1].stored_end - start)
             good: list[bytes] = []  # decoded data of the good frames since the last bad one
             good_start = group.start
             for f in group:
                 frame = frames[f]
                 try:
-                    before = ahead.result() if ahead and f == group.start else \
-                        self._before(f, good[-1] if good else b"", local=local)
+                    if ahead is not None and f == group.start:
+                        before = ahead.result()
+                    elif self._windows is not None:
+                        before = self._windows.before(f, good[-1] if good else b"", local=local)
+                    else:
+                        before = b""  # a frame of an erofsd blob needs nothing before it
                     data = self.table.open_frame(
                         f, stored[frame.stored_offset - start:frame.stored_end - start], before)
                 except IntegrityError as e:
@@ -443,34 +454,10 @@ class CachedBlob:
             self._keep(good_start, good, unstored)
         return bad
 
-    def _before_ahead(self, index: int, local: bool) -> Future[bytes] | None:
-        """The window of span ``index``, the first of a fetch, got on another thread
-        while the span's bytes are fetched (a second request, not a second wait)."""
-        if not self.table.checkpoints:
-            return None
-        need = self.table.checkpoints[index].window_length
-        offset = self.table.frames[index].offset
-        if not need or (local and self.is_present(offset - need, need)):
-            return None  # nothing to fetch: read where the span is decoded
-        return _beside().submit(self._before, index, b"", local=local)
-
-    def _before(self, index: int, decoded: bytes, *, local: bool) -> bytes:
-        """What a span needs of the data before it, its window: the frame just decoded,
-        or (``local``) the bytes already here, or else the window fetched from the
-        window blob. b"" for a frame that is no span, or a span that needs none."""
-        if not self.table.checkpoints:
-            return b""
-        point = self.table.checkpoints[index]
-        need = point.window_length
-        if len(decoded) >= need:
-            return decoded
-        offset = self.table.frames[index].offset
-        if local and self.is_present(offset - need, need):
-            return os.pread(self._fd, need, offset - need)  # verified when it was stored
-        assert self.ref.windows_blob is not None  # the table was checked against the ref
-        stored = self._fetch_bytes(self.ref.windows_blob.digest, point.window_offset,
-                                   point.window_stored_length)
-        return self.table.open_window(index, stored)
+    def _held(self, offset: int, length: int) -> bytes | None:
+        """Bytes [offset, offset+length) if every chunk of them is here (verified when
+        stored), else None."""
+        return os.pread(self._fd, length, offset) if self.is_present(offset, length) else None
 
     def _keep(self, first: int, decoded: list[bytes], unstored: dict[int, bytes] | None
               ) -> None:
@@ -559,65 +546,3 @@ class CachedBlob:
         if dropped:
             log.warning("blob %s in %s: %d chunk(s) lost in a crash will be fetched again",
                         self.ref.digest, self.volume, dropped)
-
-
-class BackgroundFill:
-    """Threads that fetch the cached ones of ``blobs`` whole, in order, until every
-    frame is present or ``stop`` (other blobs are ignored). For a reader about
-    to read everything (``with BackgroundFill(blobs): ...``), and for a mount
-    asked to prefetch its image."""
-
-    def __init__(self, blobs: Sequence[ReadAt], streams: int = FILL_STREAMS) -> None:
-        self._stop = threading.Event()
-        cached = [b for b in blobs if isinstance(b, CachedBlob)]
-        self._threads = [threading.Thread(target=self._run, args=(cached,), daemon=True,
-                                          name=f"erofsd-fill-{n}")
-                         for n in range(streams if cached else 0)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, blobs: Sequence[CachedBlob]) -> None:
-        for blob in blobs:
-            blob.fill(self._stop)
-
-    @property
-    def running(self) -> bool:
-        return any(thread.is_alive() for thread in self._threads)
-
-    def stop(self) -> None:
-        """Stop and wait (for at most the requests in flight)."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def __enter__(self) -> BackgroundFill:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-_BESIDE: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _beside() -> ThreadPoolExecutor:
-    """This process's pool for fetches made beside others (a forked child makes its own)."""
-    global _BESIDE
-    if _BESIDE is None or _BESIDE[0] != os.getpid():
-        _BESIDE = (os.getpid(), ThreadPoolExecutor(BESIDE_THREADS, "erofsd-beside"))
-    return _BESIDE[1]
-
-
-def read_from_sources(sources: Sequence[BlobSource], digest: str, offset: int,
-                      length: int) -> bytes:
-    """The first source that answers wins; a failing one is logged and skipped."""
-    last_error: ErofsdError | None = None
-    for source in list(sources):
-        try:
-            return source.read_range(digest, offset, length)
-        except SourceError as e:
-            log.warning("source %s failed for %s: %s", source.name, digest, e)
-            last_error = e
-    if last_error is None:
-        raise SourceError(f"blob {digest}: no source to fetch it from")
-    raise last_error

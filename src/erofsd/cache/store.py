@@ -32,9 +32,9 @@ from ..erofs.chunktable import ChunkTable
 from ..errors import CacheError, CorruptImage, IntegrityError
 from ..oci.descriptor import sha256_digest
 from ..oci.image import BlobRef, check_chunk_table
-from ..oci.source import BlobSource
+from ..oci.source import BlobSource, read_from_sources
 from ..posixio import pwrite_all
-from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning, read_from_sources
+from .blob import VERIFY_ATTEMPTS, CachedBlob, CacheTuning
 from .cachefile import table_after_data
 from .chunkindex import INDEX_FILES, forget_blob
 from .chunkshare import VolumeChunks

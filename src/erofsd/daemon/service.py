@@ -32,7 +32,8 @@ from pathlib import Path
 
 import trio
 
-from ..cache.blob import BackgroundFill, CachedBlob
+from ..cache.blob import CachedBlob
+from ..cache.fill import BackgroundFill
 from ..cache.store import BlobCache
 from ..datapaths.base import DataPath, Mount
 from ..datapaths.fanotify import FanotifyPath

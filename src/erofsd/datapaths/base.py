@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 
 import trio
 
-from ..cache.blob import BackgroundFill, CachedBlob
+from ..cache.blob import CachedBlob
+from ..cache.fill import BackgroundFill
 from ..domain import Registration, mount_name, volume_of
 from ..errors import Busy, ErofsdError
 from ..kernel.mount import umount

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Protocol
 
 from ..errors import IntegrityError, NotFound, SourceError
@@ -25,6 +27,8 @@ from .manifest import select_manifest
 from .reference import LayoutRef, RegistryRef, parse_reference
 from .registry import RegistryClient
 from .transport import Transport, take_range
+
+log = logging.getLogger("erofsd.source")
 
 
 class BlobSource(Protocol):
@@ -43,6 +47,21 @@ class BlobSource(Protocol):
     def read_referrers(self, digest: str) -> bytes | None:
         """The referrers API's list for ``digest``; None where there is no such API."""
         ...
+
+
+def read_from_sources(sources: Sequence[BlobSource], digest: str, offset: int,
+                      length: int) -> bytes:
+    """The first source that answers wins; a failing one is logged and skipped."""
+    last_error: SourceError | None = None
+    for source in list(sources):
+        try:
+            return source.read_range(digest, offset, length)
+        except SourceError as e:
+            log.warning("source %s failed for %s: %s", source.name, digest, e)
+            last_error = e
+    if last_error is None:
+        raise SourceError(f"blob {digest}: no source to fetch it from")
+    raise last_error
 
 
 class LayoutSource:
