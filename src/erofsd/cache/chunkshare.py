@@ -8,7 +8,9 @@ fsid: volumes never share) a miss on a chunk that another blob of the
 volume holds present is filled from that blob's cache file instead of the
 network. Where the blobs are is the volume's chunk index (chunkindex.py),
 so a copy may come from a blob that no process has open, from before a
-restart.
+restart. A blob's table is entered in the background when it is opened
+(a big one takes a tenth of a second, which no mount should wait for); a
+miss here waits for that only when the blob has a chunk present to lend.
 
 Every copy is checked against the chunk's digest where it lands, before
 the caller marks it present: a copy that does not match (the file changed
@@ -29,10 +31,12 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..erofs.chunktable import ChunkEntry
+from ..pools import process_pool
 from ..posixio import CLONE_UNSUPPORTED, clone_range, pwrite_all
 from .chunkindex import ChunkIndex
 from .presentmap import present_on_disk
@@ -58,8 +62,11 @@ class VolumeChunks:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
         self._open: dict[str, CachedBlob] = {}  # hex digest -> blob open in this process
         self._index: ChunkIndex | None = None
+        self._entering: dict[str, Future[None]] = {}  # hex digest -> its table going in
+        self._rebuilding: Future[None] | None = None  # the closed blobs' tables going in
         self.can_clone = True  # until the filesystem says otherwise
 
     # -- membership (under the cache's lock) -----------------------------------
@@ -77,16 +84,43 @@ class VolumeChunks:
 
     @property
     def index(self) -> ChunkIndex:
-        with self._lock:
+        with self._opening:  # opening checks the file: not under self._lock
             if self._index is None:
                 self._index = ChunkIndex(self.directory)
+                with self._lock:
+                    skip = set(self._open)  # their openers enter them
+                if self._index.fresh and any(p.stem not in skip
+                                             for p in self.directory.glob("*.map")):
+                    # lost or damaged: the blobs nobody has open here go in again
+                    self._rebuilding = process_pool("erofsd-chunk-index", 1).submit(
+                        self._index.rebuild, skip)
             return self._index
 
     def enter(self, blob: CachedBlob) -> None:
-        self.index.enter(_name(blob), blob.table)
+        """Enter ``blob``'s table in the index, on this process's one entering thread."""
+        name, table = _name(blob), blob.table
+        future = process_pool("erofsd-chunk-index", 1).submit(
+            lambda: self.index.enter(name, table))
+        with self._lock:
+            self._entering[name] = future
+
+    def _settle(self, besides: str) -> None:
+        """Wait for the tables still going in of this process's blobs that have a chunk
+        present to lend (not ``besides``, the blob asking; not a fresh one), and for the
+        rebuilding of a lost index (the closed blobs)."""
+        with self._lock:
+            self._entering = {n: f for n, f in self._entering.items() if not f.done()}
+            lenders = [f for n, f in self._entering.items() if n != besides
+                       and (blob := self._open.get(n)) is not None and blob.pmap.any_present()]
+        if self._rebuilding is not None:
+            lenders.append(self._rebuilding)
+        wait(lenders)
 
     def close(self) -> None:
         with self._lock:
+            entering = [*self._entering.values(), *filter(None, [self._rebuilding])]
+        wait(entering)
+        with self._opening:
             if self._index is not None:
                 self._index.close()
                 self._index = None
@@ -97,6 +131,7 @@ class VolumeChunks:
         """Write verified local copies of ``chunks`` of ``blob`` through ``fd``; None when
         one has no good copy (what was written then stays unmarked: a fetch overwrites
         it). OSError when the cache file cannot take the bytes."""
+        self._settle(_name(blob))
         filled = Filled()
         for i in chunks:
             entry = blob.table.entries[i]

@@ -148,6 +148,9 @@ class PresentMap:
     def is_present(self, index: int) -> bool:
         return self.bytes[index] == PRESENT
 
+    def any_present(self) -> bool:
+        return PRESENT in self.bytes
+
     def all_present(self) -> bool:
         return self.bytes.count(PRESENT) == len(self.bytes)  # in C: asked after every event
 

@@ -12,11 +12,11 @@ own bytes are (a second request in flight, not a second wait).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from ..erofs.chunktable import ChunkTable
+from ..pools import process_pool
 
 BESIDE_THREADS = 4  # windows fetched while their spans are
 
@@ -40,7 +40,8 @@ class SpanWindows:
         need = self.table.checkpoints[index].window_length
         if not need or (local and self._held_before(index, need) is not None):
             return None
-        return _beside().submit(self.before, index, b"", local=local)
+        beside = process_pool("erofsd-beside", BESIDE_THREADS)
+        return beside.submit(self.before, index, b"", local=local)
 
     def before(self, index: int, decoded: bytes, *, local: bool) -> bytes:
         """What span ``index`` needs of the data before it: ``decoded`` (the span before
@@ -60,14 +61,3 @@ class SpanWindows:
     def _held_before(self, index: int, need: int) -> bytes | None:
         offset = self.table.frames[index].offset
         return self._held(offset - need, need)
-
-
-_BESIDE: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _beside() -> ThreadPoolExecutor:
-    """This process's pool for fetches made beside others (a forked child makes its own)."""
-    global _BESIDE
-    if _BESIDE is None or _BESIDE[0] != os.getpid():
-        _BESIDE = (os.getpid(), ThreadPoolExecutor(BESIDE_THREADS, "erofsd-beside"))
-    return _BESIDE[1]
