@@ -301,3 +301,38 @@ def test_socket_is_root_only_and_mount_starts_a_daemon(tmp_path, pushed_family):
         client.close()
         wait_until(lambda: StateLock(tmp_path / "state").holder() is None)  # it has exited
         sweep(tmp_path, tmp_path / "state")
+
+
+@pytest.mark.parametrize("damaged", ["bootstrap", "chunk table"])
+def test_a_mount_whose_bootstrap_or_table_is_damaged_takes_nothing(daemon, tmp_path, damaged):
+    """The bootstrap is fetched while the registration opens the blobs: whichever of the
+    two fails, the other is undone (no cookie, no domain, no fd left open)."""
+    from builds import build_layers
+    from erofsd.errors import IntegrityError
+    from erofsd.images import open_image
+    from erofsd.oci.layout import OciLayout
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "file").write_bytes(os.urandom(200_000))
+    layout = tmp_path / "layout"
+    build_layers([tree], layout, tag="t")
+    with open_image(f"oci:{layout}:t") as opened:
+        bootstrap, (blob,) = opened.manifest.bootstrap, opened.manifest.blobs
+    digest, offset = (bootstrap.digest, 0) if damaged == "bootstrap" else \
+        (blob.digest, blob.table_location[1])
+    path = OciLayout.open(layout).blob_path(digest)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    def state_files() -> list[str]:  # what the daemon holds open of its state
+        fds = f"/proc/{daemon.process.pid}/fd"
+        return sorted(target for fd in os.listdir(fds)
+                      if (target := os.readlink(f"{fds}/{fd}")).startswith(str(daemon.state)))
+
+    before = state_files()
+    with pytest.raises(IntegrityError):
+        daemon.client.mount(f"oci:{layout}:t", daemon.mountpoint("m"), domain_id="d1")
+    status = daemon.client.status()
+    assert (status["mounts"], status["domains"], status["cookies"]) == ([], [], [])
+    assert state_files() == before

@@ -28,6 +28,7 @@ import errno
 import logging
 import os
 import time
+from concurrent.futures import wait
 from pathlib import Path
 
 import trio
@@ -47,6 +48,7 @@ from ..kernel.mount import is_mount_point, mounted_filesystems
 from ..oci.indexed import image_manifest, with_index
 from ..oci.source import ResolvedImage, SourcedBlob, pinned_image, resolve_image
 from ..oci.transport import Transport
+from ..pools import process_pool
 from .mounttable import MountTable
 from .protocol import MountRequest
 
@@ -240,14 +242,22 @@ class Daemon:
             mount.fill = BackgroundFill(mount.cached_blobs())
 
     def _keep_and_register(self, mount: Mount, resolved: ResolvedImage) -> None:
-        """The bootstrap kept, then the registration: one thread hop for both."""
-        mount.bootstrap_path, mount.bootstrap_fd = cached_bootstrap(
-            self.cache, resolved, mount.erofsd_manifest)
+        """The bootstrap kept while the registration opens the blobs (two fetches at
+        once for a new image); whichever fails, the other is undone."""
+        kept = process_pool("erofsd-bootstrap", 4).submit(
+            cached_bootstrap, self.cache, resolved, mount.erofsd_manifest)
         try:
             mount.registration = self.registry.register(mount.fsid, mount.domain_id,
                                                         mount.sourced_blobs())
         except BaseException:
-            os.close(mount.bootstrap_fd)
+            wait([kept])
+            if kept.exception() is None:
+                os.close(kept.result()[1])
+            raise
+        try:
+            mount.bootstrap_path, mount.bootstrap_fd = kept.result()
+        except BaseException:
+            self.registry.unregister(mount.registration)
             raise
 
     async def _unregister(self, mount: Mount) -> None:

@@ -23,8 +23,10 @@ with.
 from __future__ import annotations
 
 import json
+from concurrent.futures import wait
 
 from ..errors import BadReference, NotFound
+from ..pools import process_pool
 from .descriptor import Descriptor, check_digest
 from .image import MAX_DATA_SIZE, BlobRef, ErofsdManifest
 from .manifest import parse_object
@@ -52,13 +54,16 @@ def image_manifest(image: ResolvedImage) -> ErofsdManifest:
 def with_index(image: ResolvedImage, choice: str) -> ResolvedImage:
     """``image`` with the index ``choice`` names (a digest, or ``discover``), checked."""
     digest = discover(image) if choice == DISCOVER else check_digest(choice)
+    ordinary = process_pool("erofsd-resolve", 2).submit(read_ordinary, image, image.reference)
     try:
-        raw = image.source.read_manifest(digest)
+        raw = image.source.read_manifest(digest)  # while the config is fetched
     except NotFound:
         raise NotFound(f"{image.reference}: no index {digest} in its repository") from None
+    finally:
+        wait([ordinary])  # and its error, if any, is left for later
     pinned = PinnedIndex(raw, digest)
     view = indexed_manifest(image.manifest, image.digest, pinned)  # refused here, not later
-    diff_ids = read_ordinary(image, image.reference).diff_ids
+    diff_ids = ordinary.result().diff_ids
     if diff_ids and tuple(b.diff_id for b in view.blobs) != diff_ids:
         raise BadReference(f"index {digest}: its layers' diff_ids are not the image's")
     return ResolvedImage(image.reference, image.manifest, image.digest, image.source, pinned)

@@ -10,13 +10,14 @@ with no network, so a later reader serves exactly what was resolved.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from ..errors import IntegrityError, NotFound, SourceError
@@ -64,40 +65,70 @@ def read_from_sources(sources: Sequence[BlobSource], digest: str, offset: int,
     raise last_error
 
 
-class LayoutSource:
-    """Blobs of a local OCI layout, read with pread; a few files kept open."""
+class OpenFiles:
+    """Files kept open for reading, shared by every LayoutSource of the process and
+    bounded: no source leaves descriptors behind when it is dropped, and a file pushed
+    out while a read uses it is closed when the last such read is done (its number is
+    never reused under a reader)."""
 
-    def __init__(self, layout: OciLayout, keep_open: int = 64) -> None:
-        self.layout = layout
-        self.name = f"oci:{layout.root}"
-        self._fds: OrderedDict[str, int] = OrderedDict()
-        self._keep = keep_open
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._files: OrderedDict[str, list] = OrderedDict()  # path -> [fd, readers, out]
         self._lock = threading.Lock()
 
-    def _fd(self, digest: str) -> int:
+    @contextlib.contextmanager
+    def opened(self, path: str) -> Iterator[int]:
+        """An fd reading ``path`` for the length of the block; FileNotFoundError."""
         with self._lock:
-            fd = self._fds.get(digest)
-            if fd is not None:
-                self._fds.move_to_end(digest)
-                return fd
-            try:
-                fd = os.open(self.layout.blob_path(digest), os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise NotFound(f"blob {digest} is missing from {self.layout.root}") from None
-            self._fds[digest] = fd
-            if len(self._fds) > self._keep:
-                os.close(self._fds.popitem(last=False)[1])
-            return fd
+            held = self._files.get(path)
+            if held is None:
+                held = self._files[path] = [os.open(path, os.O_RDONLY | os.O_CLOEXEC), 0, False]
+                while len(self._files) > self._keep:
+                    out = self._files.popitem(last=False)[1]
+                    out[2] = True
+                    if not out[1]:
+                        os.close(out[0])
+            else:
+                self._files.move_to_end(path)
+            held[1] += 1
+        try:
+            yield held[0]
+        finally:
+            with self._lock:
+                held[1] -= 1
+                if held[2] and not held[1]:
+                    os.close(held[0])
+
+
+LAYOUT_FILES = OpenFiles(64)
+
+
+class LayoutSource:
+    """Blobs of a local OCI layout, read with pread through files kept open."""
+
+    def __init__(self, layout: OciLayout) -> None:
+        self.layout = layout
+        self.name = f"oci:{layout.root}"
+
+    @contextlib.contextmanager
+    def _opened(self, digest: str) -> Iterator[int]:
+        try:
+            with LAYOUT_FILES.opened(str(self.layout.blob_path(digest))) as fd:
+                yield fd
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is missing from {self.layout.root}") from None
 
     def read_range(self, digest: str, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd(digest), length, offset)
+        with self._opened(digest) as fd:
+            data = os.pread(fd, length, offset)
         if len(data) != length:
             raise SourceError(f"blob {digest} in {self.layout.root} is shorter than "
                               f"{offset + length} bytes", errno=errno.EIO)
         return data
 
     def blob_size(self, digest: str) -> int:
-        return os.fstat(self._fd(digest)).st_size
+        with self._opened(digest) as fd:
+            return os.fstat(fd).st_size
 
     def read_manifest(self, reference: str) -> bytes:
         if not reference.startswith("sha256:"):
@@ -111,12 +142,6 @@ class LayoutSource:
 
     def read_referrers(self, digest: str) -> bytes | None:
         return None  # a layout has only the tag schema
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
 
 
 class RegistrySource:
