@@ -31,6 +31,8 @@ VERSION = 1
 # (the last two came later: older maps hold zeros there)
 HEADER = struct.Struct("<8sIIQQB7x16sQQQQQ")
 HEADER_SIZE = 4096
+FLOCK = struct.Struct("=hh4xqqi4x")  # struct flock (64-bit Linux): type, whence, start, len, pid
+assert FLOCK.size == 32
 PRESENT = 1
 
 
@@ -80,7 +82,7 @@ class Header:
 
 
 class PresentMap:
-    """One open map file. Byte-range locks (lockf) coordinate processes."""
+    """One open map file. Byte-range locks (``locked``) coordinate processes."""
 
     def __init__(self, path: str, fd: int, header: Header) -> None:
         self.path = path
@@ -135,13 +137,19 @@ class PresentMap:
 
     @contextlib.contextmanager
     def locked(self, first: int = -1, stop: int = 0) -> Iterator[None]:
-        """Exclusive lock on entries [first, stop) across processes; first=-1: the header."""
+        """Exclusive lock on entries [first, stop) across processes; first=-1: the header.
+
+        An open file description's lock (F_OFD_SETLKW), not lockf's: a process's
+        lockf locks on a file all go when it closes *any* fd of that file, and
+        listings, GC and the chunk index open and close maps that readers hold."""
         start, length = (0, HEADER_SIZE) if first < 0 else (HEADER_SIZE + first, stop - first)
-        fcntl.lockf(self.fd, fcntl.LOCK_EX, length, start)
+        fcntl.fcntl(self.fd, fcntl.F_OFD_SETLKW,
+                    FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
         try:
             yield
         finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, length, start)
+            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK,
+                        FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, start, length, 0))
 
     # -- entries ------------------------------------------------------------
 
