@@ -3,7 +3,11 @@
 - the fanotify mount against a kernel EROFS mount of the very files the
   daemon serves (its bootstrap and its complete cache file) with no daemon
   in the way: the physical limit. The same files, so the same blocks of the
-  disk: on a VM disk, two copies of a blob can read at speeds 1.5x apart;
+  disk: on a VM disk, two copies of a blob can read at speeds 1.5x apart.
+  Twice: the mount made lazily, whose blob completed under it (the kernel
+  decides when a file is opened whether reads of it raise pre-content
+  events, so the mount's device keeps that mode after the mark is gone), and
+  a second fanotify mount of the image made once the blob was complete;
 - the FUSE mount against squashfuse on an uncompressed squashfs of the tree.
 """
 
@@ -68,6 +72,8 @@ def run(quick: bool) -> list[Figure]:
             daemon.client.mount(image, fuse, mode="fuse", domain_id="warm-fuse")
             for mountpoint in (fan, fuse):  # fill the cache: the mount is then warm
                 time_tar(mountpoint)
+            again = daemon.mountpoint("fanotify-again")  # the blob is complete: no mark
+            daemon.client.mount(image, again, mode="fanotify", domain_id="warm", fsid="again")
             volume = next(v for v in BlobCache(daemon.state).list() if v.volume == "erofs,warm")
             mount_erofs(str(daemon.state / "bootstraps" / bootstrap), str(local),
                         [str(Path(volume.path) / d) for d in digests])
@@ -75,11 +81,17 @@ def run(quick: bool) -> list[Figure]:
                             "-noF", "-noX", "-quiet", "-no-progress"], check=True,
                            stdout=subprocess.DEVNULL)
             subprocess.run(["squashfuse", str(squash), str(squash_mnt)], check=True)
-            ours, peer = alternate(runs, lambda: time_tar(fan), lambda: time_tar(str(local)))
+            ours, complete, peer = alternate(runs, lambda: time_tar(fan),
+                                             lambda: time_tar(again),
+                                             lambda: time_tar(str(local)))
             params = {"data": "stdlib", "bytes": size, "runs": runs}
             figures.append(Figure("B2", "warm read, fanotify mount", "MiB/s",
                                   mib / median(ours), "kernel EROFS on the same files",
                                   mib / median(peer), params, goal=">= 0.95"))
+            figures.append(Figure("B2", "warm read, fanotify mount made over a complete blob",
+                                  "MiB/s", mib / median(complete),
+                                  "kernel EROFS on the same files", mib / median(peer),
+                                  params, goal=">= 0.95"))
             ours, peer = alternate(runs, lambda: time_tar(fuse),
                                    lambda: time_tar(str(squash_mnt)))
             figures.append(Figure("B2", "warm read, FUSE mount", "MiB/s", mib / median(ours),
