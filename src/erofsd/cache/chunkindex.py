@@ -26,7 +26,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..erofs.chunktable import ChunkTable
@@ -95,14 +95,13 @@ class ChunkIndex:
         db.execute("PRAGMA synchronous = NORMAL")
         return db
 
-    def rebuild(self, skip: Collection[str] = ()) -> None:
-        """Enter every blob of the volume whose cache file holds its chunk table, but
-        those named in ``skip`` (their openers enter them)."""
-        for map_path in sorted(self.directory.glob("*.map")):
-            if map_path.stem not in skip:
-                table = _cached_table(map_path)
-                if table is not None:
-                    self.enter(map_path.stem, table)
+    def rebuild(self, maps: Iterable[Path] | None = None) -> None:
+        """Enter the blobs of ``maps`` (present-map paths; default: every blob of the
+        volume) whose cache files hold their chunk tables."""
+        for map_path in sorted(self.directory.glob("*.map")) if maps is None else maps:
+            table = _cached_table(map_path)
+            if table is not None:
+                self.enter(map_path.stem, table)
 
     def close(self) -> None:
         with self._lock:

@@ -87,14 +87,17 @@ class VolumeChunks:
         with self._opening:  # opening checks the file: not under self._lock
             if self._index is None:
                 self._index = ChunkIndex(self.directory)
-                with self._lock:
-                    skip = set(self._open)  # their openers enter them
-                if self._index.fresh and any(p.stem not in skip
-                                             for p in self.directory.glob("*.map")):
-                    # lost or damaged: the blobs nobody has open here go in again
-                    self._rebuilding = process_pool("erofsd-chunk-index", 1).submit(
-                        self._index.rebuild, skip)
+                if self._index.fresh:  # lost or damaged: the blobs nobody has open here
+                    self._rebuild_others(self._index)  # go in again (their openers enter the rest)
             return self._index
+
+    def _rebuild_others(self, index: ChunkIndex) -> None:
+        with self._lock:
+            mine = set(self._open)
+        others = [p for p in sorted(self.directory.glob("*.map")) if p.stem not in mine]
+        if others:
+            self._rebuilding = process_pool("erofsd-chunk-index", 1).submit(
+                index.rebuild, others)
 
     def enter(self, blob: CachedBlob) -> None:
         """Enter ``blob``'s table in the index, on this process's one entering thread."""
